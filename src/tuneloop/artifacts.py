@@ -1,0 +1,146 @@
+"""Run directories and manifests: how stages hand off to each other on disk.
+
+Every stage writes a directory holding its outputs and a `manifest.json` recording the stage's
+config, the sha256 of each input, library versions, seed, wall time and the path of the upstream
+manifest. Lineage is the chain of manifests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from tuneloop.errors import TuneloopError
+
+MANIFEST = "manifest.json"
+_LIBRARIES = ("tuneloop", "torch", "transformers", "peft", "accelerate", "tokenizers", "pydantic")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_dir(path: Path) -> str:
+    """One hash over every file of a directory (relative names and contents), for model folders."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode())
+        digest.update(sha256_file(file).encode())
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(obj, handle, indent=2, default=str)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    """Write rows as JSONL atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise TuneloopError(f"{path}: file not found")
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def write_manifest(
+    out_dir: Path,
+    stage: str,
+    config: BaseModel | dict[str, Any],
+    inputs: dict[str, Path],
+    outputs: list[Path] | None = None,
+    seed: int | None = None,
+    started: float | None = None,
+    parent: Path | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Record what a stage did; `parent` is the upstream stage's directory (or its manifest)."""
+    if isinstance(parent, Path) and parent.is_dir():
+        parent = parent / MANIFEST
+    manifest = {
+        "stage": stage,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": config.model_dump(mode="json") if isinstance(config, BaseModel) else config,
+        "inputs": {name: {"path": str(p), "sha256": _hash(p)} for name, p in inputs.items()},
+        "outputs": {str(p.relative_to(out_dir)): _hash(p) for p in outputs or []},
+        "libraries": library_versions(),
+        "seed": seed,
+        "wall_s": round(time.time() - started, 3) if started else None,
+        "parent": str(parent) if parent else None,
+        **(extra or {}),
+    }
+    path = out_dir / MANIFEST
+    write_json(path, manifest)
+    return path
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / MANIFEST
+    if not path.is_file():
+        raise TuneloopError(f"{run_dir}: no {MANIFEST} here; is this a tuneloop stage directory?")
+    return json.loads(path.read_text())
+
+
+def new_run_dir(root: Path, name: str) -> Path:
+    """A fresh, timestamped directory under `root` (never reuses an existing one)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1000):
+        run = root / (f"{name}-{stamp}" + (f"-{attempt}" if attempt else ""))
+        try:
+            run.mkdir(parents=True)
+            return run
+        except FileExistsError:
+            continue
+    raise TuneloopError(f"{root}: could not create a new run directory")
+
+
+def tuneloop_home() -> Path:
+    """Where the registry database lives by default ($TUNELOOP_HOME, else ~/.tuneloop)."""
+    return Path(os.environ.get("TUNELOOP_HOME", Path.home() / ".tuneloop"))
+
+
+def cache_dir() -> Path:
+    """Where converted models are cached ($TUNELOOP_CACHE, else ~/.cache/tuneloop)."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tuneloop"
+    return Path(os.environ.get("TUNELOOP_CACHE", default))
+
+
+def _hash(path: Path) -> str:
+    return sha256_dir(path) if path.is_dir() else sha256_file(path)

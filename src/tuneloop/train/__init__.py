@@ -1,0 +1,1 @@
+"""Training stage: supervised fine-tuning with LoRA on prepared chat data (`sft.train`)."""

@@ -1,0 +1,146 @@
+"""`tuneloop train`: supervised fine-tuning with LoRA, our own loop over PyTorch + transformers + peft.
+
+Reads top to bottom: setup (seed, tokenizer, model, adapter, data) -> loop (accumulate, clip, step,
+log, validate) -> save (adapter folder, metrics.jsonl, loss.png, manifest.json).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import get_peft_model
+from transformers import get_cosine_schedule_with_warmup, set_seed
+
+from tuneloop.artifacts import read_jsonl, read_manifest, write_manifest
+from tuneloop.config import ModelConfig, TrainConfig
+from tuneloop.errors import TuneloopError
+from tuneloop.models import encode_chat, load_model, load_tokenizer
+from tuneloop.train.batching import collate, length_grouped_batches
+from tuneloop.train.loss import answer_loss_sum
+from tuneloop.train.plots import plot_losses
+from tuneloop.ui import console, progress
+
+
+def train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path) -> dict:
+    """Fine-tune `model_cfg.name` on `data_dir`/train.jsonl; write the adapter to `out`/adapter."""
+    started = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(cfg.seed)
+
+    # --- setup -------------------------------------------------------------------------------
+    tokenizer = load_tokenizer(model_cfg.name)
+    model = load_model(model_cfg.name)
+    model = get_peft_model(model, PeftLoraConfig(
+        r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+        target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM",
+    ))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+
+    train_set = _encode(tokenizer, data_dir / "train.jsonl", cfg.max_seq_len)
+    val_set = _encode(tokenizer, data_dir / "val.jsonl", cfg.max_seq_len) if (data_dir / "val.jsonl").is_file() else []
+    if not train_set:
+        raise TuneloopError(f"{data_dir / 'train.jsonl'}: no training examples with answer tokens")
+    truncated = sum(e.truncated for e in train_set)
+    if truncated:
+        console.print(f"[yellow]warning:[/] {truncated} training example(s) longer than max_seq_len={cfg.max_seq_len} were truncated")
+
+    steps_per_epoch = math.ceil(math.ceil(len(train_set) / cfg.batch_size) / cfg.grad_accum)
+    total_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
+    console.print(
+        f"train: {len(train_set)} examples, {total_steps} steps of {cfg.batch_size}x{cfg.grad_accum}, "
+        f"LoRA r={cfg.lora.r}: {trainable:,} trainable of {total:,} parameters"
+    )
+
+    # --- loop --------------------------------------------------------------------------------
+    micro_batches = _micro_batches(train_set, cfg, tokenizer.pad_token_id)
+    records: list[dict] = []
+    metrics_path = out / "metrics.jsonl"
+    metrics_path.unlink(missing_ok=True)
+    model.train()
+    with progress() as bar:
+        task = bar.add_task("train", total=total_steps, info="")
+        for step in range(1, total_steps + 1):
+            tick = time.perf_counter()
+            group = [next(micro_batches) for _ in range(cfg.grad_accum)]
+            # Divide by the answer tokens of the whole optimizer step, not per micro-batch: that is
+            # what makes batch 2 x accumulation 4 equal batch 8 x accumulation 1.
+            n_tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in group)
+            loss_total = 0.0
+            for batch in group:
+                loss_sum, _ = answer_loss_sum(model, batch)
+                (loss_sum / n_tokens).backward()
+                loss_total += loss_sum.item()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            seen = sum(int(b["attention_mask"].sum()) for b in group)
+            record = {
+                "step": step, "train_loss": loss_total / n_tokens, "lr": scheduler.get_last_lr()[0],
+                "grad_norm": float(grad_norm), "tokens_per_s": seen / (time.perf_counter() - tick),
+            }
+            if val_set and ((cfg.eval_every and step % cfg.eval_every == 0) or step == total_steps):
+                record["val_loss"] = _validation_loss(model, val_set, cfg.batch_size, tokenizer.pad_token_id)
+            records.append(record)
+            with open(metrics_path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            bar.update(task, advance=1, info=f"loss {record['train_loss']:.3f}")
+
+    # --- save --------------------------------------------------------------------------------
+    model.save_pretrained(out / "adapter")
+    tokenizer.save_pretrained(out / "adapter")
+    plot_losses(records, out / "loss.png")
+    summary = {
+        "steps": total_steps, "examples": len(train_set), "trainable_params": trainable,
+        "first_loss": records[0]["train_loss"], "final_loss": records[-1]["train_loss"],
+        "val_loss": records[-1].get("val_loss"), "wall_s": round(time.time() - started, 1),
+    }
+    write_manifest(
+        out, "train", cfg, inputs={"train": data_dir / "train.jsonl"},
+        outputs=[out / "adapter", metrics_path, out / "loss.png"], seed=cfg.seed, started=started,
+        parent=data_dir, extra={"model": model_cfg.model_dump(), "summary": summary, "task": _task_of(data_dir)},
+    )
+    return summary
+
+
+def _encode(tokenizer, path: Path, max_len: int) -> list:
+    examples = [encode_chat(tokenizer, row["messages"], max_len) for row in read_jsonl(path)]
+    return [e for e in examples if e.n_target > 0]
+
+
+def _micro_batches(examples: list, cfg: TrainConfig, pad_id: int):
+    """Endless stream of collated micro-batches, reshuffled every epoch."""
+    epoch = 0
+    while True:
+        for indices in length_grouped_batches(examples, cfg.batch_size, cfg.seed + epoch):
+            yield collate([examples[i] for i in indices], pad_id)
+        epoch += 1
+
+
+@torch.no_grad()
+def _validation_loss(model, examples: list, batch_size: int, pad_id: int) -> float:
+    model.eval()
+    loss, tokens = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        loss_sum, n = answer_loss_sum(model, collate(examples[start : start + batch_size], pad_id))
+        loss, tokens = loss + loss_sum.item(), tokens + n
+    model.train()
+    return loss / max(tokens, 1)
+
+
+def _task_of(data_dir: Path) -> dict | None:
+    """Carry the task (system prompt, schema) forward so serving can reproduce training prompts."""
+    try:
+        return read_manifest(data_dir).get("task")
+    except TuneloopError:
+        return None

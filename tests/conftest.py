@@ -1,0 +1,102 @@
+"""Shared fixtures: offline environment, a tiny random Llama built from a config, a tiny data set.
+
+The tiny model reuses the embedded SmolLM2 tokenizer (real chat template and special tokens), with
+2 layers of width 64: a training step takes milliseconds and nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+# Never reach a model hub from tests.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+CATEGORIES = ["billing", "shipping", "returns", "technical", "account"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """Each test gets its own registry home; the converted-model cache stays shared."""
+    monkeypatch.setenv("TUNELOOP_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from tuneloop.models import load_tokenizer
+
+    return load_tokenizer("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def ticket_rows(n: int, seed: int = 0) -> list[dict]:
+    """Small, clean, learnable triage rows (chat form, no system message)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        category = CATEGORIES[i % len(CATEGORIES)]
+        priority = rng.choice(["low", "medium", "high"])
+        answer = {"category": category, "priority": priority, "product": None, "summary": f"{category} issue"}
+        rows.append({"messages": [
+            {"role": "user", "content": f"Ticket {i}: I have a {category} problem, {priority} priority."},
+            {"role": "assistant", "content": json.dumps(answer)},
+        ]})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+TINY_PIPELINE = """
+name: tiny
+model: {{name: "{model}"}}
+task:
+  system_prompt: Reply with JSON.
+  output_schema:
+    type: object
+    required: [category, priority]
+    properties:
+      category: {{enum: [billing, shipping, returns, technical, account]}}
+      priority: {{enum: [low, medium, high]}}
+  label_fields: [category, priority]
+objective:
+  gates: {{json_valid: ">= 0.0"}}
+data: {{inputs: [data.jsonl], val_ratio: 0.1, test_ratio: 0.2, seed: 0}}
+train: {{max_steps: 3, batch_size: 4, learning_rate: 1.0e-3, max_seq_len: 128, lora: {{r: 4, alpha: 8, dropout: 0.0}}}}
+eval: {{max_new_tokens: 8, batch_size: 8, limit: 6}}
+registry: {{name: tiny}}
+"""
+
+
+@pytest.fixture
+def tiny_pipeline(tmp_path, tiny_model_dir) -> Path:
+    """A pipeline YAML on the tiny model with 50 rows of data beside it."""
+    write_jsonl(tmp_path / "data.jsonl", ticket_rows(50))
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(TINY_PIPELINE.format(model=tiny_model_dir))
+    return path

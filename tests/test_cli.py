@@ -1,0 +1,50 @@
+"""The CLI end to end on the tiny model, and one clear line (no traceback) for bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TUNELOOP = str(Path(sys.executable).parent / "tuneloop")
+
+
+def run(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([TUNELOOP, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_run_chains_every_stage_and_prints_json(tiny_pipeline, tmp_path):
+    result = run("run", tiny_pipeline, "--out", tmp_path / "run", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"base", "finetuned", "objective_passed", "wall_s", "run_dir", "model"} <= summary.keys()
+    assert summary["model"] == "tiny:1" and summary["objective_passed"] is True
+    for stage in ("data", "train", "eval"):
+        assert (tmp_path / "run" / stage / "manifest.json").is_file()
+    listed = run("registry", "list", "--json", cwd=tmp_path)
+    assert [v["ref"] for v in json.loads(listed.stdout)["versions"]] == ["tiny:1"]
+
+
+@pytest.mark.parametrize("setup, args, message", [
+    (None, ["run", "missing.yaml"], "missing.yaml: config file not found"),
+    ("train: {lora: [r: 4\n", ["run", "bad.yaml"], "bad.yaml: line 2 is not valid YAML"),
+    ("model: {name: llama-9000}\ndata: {inputs: [d.jsonl]}\n", ["run", "bad.yaml"], "unknown model name 'llama-9000'"),
+    ("data: {inputs: [nowhere.jsonl]}\n", ["run", "bad.yaml"], "nowhere.jsonl: input file not found"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, setup, args, message):
+    if setup is not None:
+        (tmp_path / "bad.yaml").write_text(setup)
+        (tmp_path / "d.jsonl").write_text('{"prompt": "a", "completion": "b"}\n')
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) <= 3  # rich may wrap one line
+
+
+def test_data_prepare_verb(tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"prompt": "a", "completion": "b"}\nnot json\n')
+    result = run("data", "prepare", source, "--out", tmp_path / "out", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["rejected_by_rule"] == {"unreadable": 1}

@@ -1,0 +1,23 @@
+"""Every shipped example config is valid, and runs end to end with its model swapped for the tiny one."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tuneloop.config import load_config
+from tuneloop.pipeline import run_pipeline
+
+CONFIGS = sorted((ROOT / "examples").rglob("*.yaml"))
+
+
+def test_there_are_examples():
+    assert CONFIGS
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_example_config_runs(path: Path, tmp_path, tiny_model_dir):
+    cfg = load_config(path, {"model.name": str(tiny_model_dir), "train.max_steps": 2, "eval.limit": 4, "eval.max_new_tokens": 4})
+    assert all(p.is_file() for p in cfg.data.inputs)
+    result = run_pipeline(cfg, tmp_path / "run")
+    assert set(result["finetuned"]) >= set(cfg.objective.gates)
