@@ -52,16 +52,22 @@ def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
     return path
 
 
+WORDS = ("order parcel invoice screen cable jacket blender router password refund courier warranty label box "
+         "battery charger window door kitchen garden printer camera laptop phone speaker watch shoe coat lamp "
+         "table chair desk bottle cup plate sofa bed pillow towel mirror clock radio guitar piano bike helmet").split()
+
+
 def ticket_rows(n: int, seed: int = 0) -> list[dict]:
-    """Small, clean, learnable triage rows (chat form, no system message)."""
+    """Small, clean, learnable triage rows (chat form, no system message), distinct enough not to be near duplicates."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
         category = CATEGORIES[i % len(CATEGORIES)]
         priority = rng.choice(["low", "medium", "high"])
         answer = {"category": category, "priority": priority, "product": None, "summary": f"{category} issue"}
+        details = " ".join(rng.sample(WORDS, 6))
         rows.append({"messages": [
-            {"role": "user", "content": f"Ticket {i}: I have a {category} problem, {priority} priority."},
+            {"role": "user", "content": f"Ticket {i}: a {category} problem ({priority}) with {details}."},
             {"role": "assistant", "content": json.dumps(answer)},
         ]})
     return rows

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -38,6 +39,7 @@ def _quiet_libraries() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)  # deprecation notices meant for library authors
 
 
 def _emit(result: dict, as_json: bool) -> None:
@@ -53,13 +55,17 @@ data_app = typer.Typer(help="Validate, clean and split raw data.", no_args_is_he
 def data_prepare(
     inputs: Annotated[list[Path], typer.Argument(help="JSONL files.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory.")],
-    config: Annotated[Optional[Path], typer.Option("--config", help="Pipeline YAML (data and task sections).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="Pipeline YAML (data, task and model sections).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model whose tokenizer measures lengths (default: the config's).")] = None,
     as_json: Json = False,
 ) -> None:
+    from tuneloop.config import ModelConfig
     from tuneloop.data.prepare import prepare
 
+    _quiet_libraries()
     cfg = load_config(config) if config else PipelineConfig()
-    report = prepare(inputs, out, cfg.data, cfg.task)
+    model_cfg = ModelConfig(name=model) if model else (cfg.model if config else None)
+    report = prepare(inputs, out, cfg.data, cfg.task, model_cfg)
     console.print(f"{report['kept']} kept {report['splits']}, {report['rejected']} rejected {report['rejected_by_rule']} -> {out}")
     _emit(report, as_json)
 

@@ -81,17 +81,79 @@ class ObjectiveConfig(Strict):
         return parsed
 
 
+class FieldNames(Strict):
+    """Where each part of a row lives, for files whose columns are named differently."""
+
+    messages: str = "messages"
+    prompt: str = "prompt"
+    completion: str = "completion"
+    instruction: str = "instruction"
+    input: str = "input"
+    output: str = "output"
+    chosen: str = "chosen"
+    rejected: str = "rejected"
+    system: str = "system"
+
+
+class CleanConfig(Strict):
+    unicode_nfc: bool = True
+    # Control characters other than newline and tab (zero-width and bidi marks included).
+    strip_control: bool = True
+    # Trailing spaces, runs of spaces and of blank lines; leading/trailing whitespace of each text.
+    whitespace: bool = True
+    # Tags like <b> or <br/>, and entities like &amp;, in text that is otherwise plain.
+    strip_html: bool = True
+
+
+class PiiConfig(Strict):
+    enabled: bool = True
+    types: list[str] | None = None  # None = every type tuneloop detects
+    placeholders: dict[str, str] = {}
+
+
+class DedupConfig(Strict):
+    exact: bool = True
+    near: bool = True
+    # Estimated Jaccard similarity of word 3-shingles at or above which two rows are near-duplicates.
+    threshold: float = Field(0.8, gt=0, lt=1)
+
+
 class DataConfig(Strict):
     inputs: list[Path] = []
+    form: Literal["auto", "messages", "prompt_completion", "alpaca", "preference"] = "auto"
+    fields: FieldNames = FieldNames()
+    clean: CleanConfig = CleanConfig()
+    pii: PiiConfig = PiiConfig()
+    dedup: DedupConfig = DedupConfig()
+    # Longest example in tokens (model's tokenizer and chat template); None = no limit.
+    max_tokens: int | None = Field(None, gt=0)
+    over_length: Literal["drop", "truncate"] = "drop"
+    # Allowed values per label field of the answer; by default taken from output_schema enums.
+    allowed_labels: dict[str, list[str]] = {}
     val_ratio: float = Field(0.1, ge=0, lt=1)
     test_ratio: float = Field(0.1, ge=0, lt=1)
     seed: int = 0
+    # A test.jsonl from an earlier round: reused as the test split, and rows leaking into it are rejected.
+    frozen_test: Path | None = None
+    # Rows sampled into review.csv / review.html for a domain expert (0 = none).
+    review_sample: int = Field(0, ge=0)
+    # Processes for the per-row work; None = one per core for inputs over a few MB, else in-process.
+    workers: int | None = Field(None, ge=1)
 
     @field_validator("inputs", mode="after")
     @classmethod
     def _relative_to_config(cls, paths: list[Path], info: ValidationInfo) -> list[Path]:
-        base = (info.context or {}).get("base_dir")
-        return [p if p.is_absolute() or base is None else Path(base) / p for p in paths]
+        return [_relative(p, info) for p in paths]
+
+    @field_validator("frozen_test", mode="after")
+    @classmethod
+    def _frozen_relative(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return None if path is None else _relative(path, info)
+
+
+def _relative(path: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    return path if path.is_absolute() or base is None else Path(base) / path
 
 
 class LoraConfig(Strict):
@@ -158,9 +220,11 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pi
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
+        # The context mark is where the broken construct starts (an unclosed bracket): where to look.
+        mark = getattr(err, "context_mark", None) or getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise TuneloopError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
+        what = " ".join(filter(None, [getattr(err, "context", None), getattr(err, "problem", None)])) or str(err)
+        raise TuneloopError(f"{path}:{where} is not valid YAML ({what})") from None
     if not isinstance(raw, dict):
         raise TuneloopError(f"{path}: the top level must be a mapping of stage sections")
     for dotted, value in (overrides or {}).items():

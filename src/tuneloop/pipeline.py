@@ -32,11 +32,11 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path) -> dict:
     data_dir, train_dir, eval_dir = run_dir / "data", run_dir / "train", run_dir / "eval"
 
     console.rule("[bold]1/4 data")
-    report = prepare(cfg.data.inputs, data_dir, cfg.data, cfg.task)
+    report = prepare(cfg.data.inputs, data_dir, cfg.data, cfg.task, cfg.model)
     console.print(
         f"{report['rows_in']} rows in: {report['splits']['train']} train, {report['splits']['val']} val, "
-        f"{report['splits']['test']} test; {report['rejected']} rejected {report['rejected_by_rule']} "
-        f"-> {data_dir / 'rejected.jsonl'}"
+        f"{report['splits']['test']} test; {report['rejected']} rejected {report['rejected_by_rule']}; "
+        f"PII redacted {report['pii_redacted']} -> {data_dir / 'report.html'}"
     )
 
     console.rule("[bold]2/4 train")

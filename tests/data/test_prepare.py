@@ -16,6 +16,7 @@ TASK = TaskConfig(
     output_schema={"type": "object", "required": ["category"], "properties": {"category": {"type": "string"}}},
     label_fields=["category"],
 )
+LABELS = {"category": ["billing", "shipping", "returns", "technical", "account"]}
 GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": '{"category": "billing"}'}]}
 
 
@@ -30,7 +31,11 @@ def rows_out(out: Path) -> int:
 @pytest.mark.parametrize("bad, rule, field", [
     ('{"messages": [', "unreadable", None),
     ("[1, 2]", "not_an_object", None),
-    ({"text": "hi"}, "unknown_keys", None),
+    ({"text": "hi"}, "missing_messages", "messages"),
+    ({"prompt": "a", "completion": '{"category": "billing"}', "extra": 1}, "unknown_keys", None),
+    ({"messages": [{"role": "user", "content": "<b></b>"}, {"role": "assistant", "content": '{"category": "billing"}'}]}, "empty_after_cleaning", None),
+    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": '{"category": "refunds"}'}]}, "label_not_allowed", "messages[2].content.category"),
+    ({"prompt": "q", "chosen": "same", "rejected": "same"}, "identical_pair", "rejected"),
     ({}, "missing_messages", "messages"),
     ({"messages": [{"role": "user"}]}, "message_missing_key", "messages[0].content"),
     ({"messages": [{"role": "robot", "content": "x"}]}, "unknown_role", "messages[0].role"),
@@ -44,7 +49,7 @@ def rows_out(out: Path) -> int:
 ])
 def test_each_rule_rejects_with_file_line_and_reason(tmp_path, bad, rule, field):
     source = write_jsonl(tmp_path / "in.jsonl", [GOOD, bad if isinstance(bad, str) else json.dumps(bad)])
-    report = prepare([source], tmp_path / "out", DataConfig(val_ratio=0, test_ratio=0), TASK)
+    report = prepare([source], tmp_path / "out", DataConfig(val_ratio=0, test_ratio=0, allowed_labels=LABELS), TASK)
     [rejected] = lines(tmp_path / "out" / "rejected.jsonl")
     assert (rejected["rule"], rejected["line"], rejected["source"]) == (rule, 2, str(source))
     assert rejected["reason"] and rejected.get("field") == field
@@ -75,8 +80,10 @@ def test_shipped_example_keeps_every_row_accounted_for(tmp_path):
     n_lines = sum(1 for line in source.read_text().splitlines() if line.strip())
     assert report["rows_in"] == n_lines == rows_out(tmp_path / "out")
     # The generator plants malformed rows and duplicates: the report must show them caught.
-    assert report["rejected_by_rule"]["duplicate"] >= 15
-    assert sum(n for rule, n in report["rejected_by_rule"].items() if rule != "duplicate") >= 8
+    dropped = report["rejected_by_rule"]
+    assert dropped["duplicate"] + dropped["near_duplicate"] >= 28  # 15 exact + 15 near planted
+    assert sum(n for rule, n in dropped.items() if "duplicate" not in rule) >= 8
+    assert report["pii_redacted"]["email"] > 20 and report["pii_redacted"]["phone"] > 20
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert set(manifest["outputs"]) >= {"train.jsonl", "val.jsonl", "test.jsonl", "rejected.jsonl", "report.json"}
 

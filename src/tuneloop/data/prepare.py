@@ -1,127 +1,181 @@
-"""`tuneloop data prepare`: raw files in, train/val/test/rejected JSONL + report + manifest out.
+"""`tuneloop data prepare`: raw files in; train/val/test/rejected JSONL, report and manifest out.
 
-Reads top to bottom: read every row -> canonicalise and validate -> drop exact duplicates ->
-split (stratified on the first label field) -> write. Invariant: rows in = rows in the three
-splits + rows in rejected.jsonl.
+Reads top to bottom. One streaming pass over every input row: decode -> detect form and
+canonicalise -> clean -> redact PII -> check the answer and its length (all per row, in worker
+processes: `rowwork.py`) -> drop exact and near duplicates and rows leaking into a frozen test split
+(here, in input order: the first copy is kept). Kept rows are spooled to disk, so memory holds only
+what deduplication and the split need. Then split (stratified on the first label field), write
+the splits from the spool, and write the report. Invariant, checked before returning:
+rows in = rows in train + val + new test rows + rows in rejected.jsonl.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import time
-from collections import Counter
-from dataclasses import dataclass
+from collections import Counter, defaultdict
 from pathlib import Path
 
-import jsonschema
-
-from tuneloop.artifacts import write_json, write_jsonl, write_manifest
-from tuneloop.config import DataConfig, TaskConfig
-from tuneloop.data.readers import read_rows
+from tuneloop.artifacts import read_jsonl, write_json, write_manifest
+from tuneloop.config import DataConfig, ModelConfig, TaskConfig
+from tuneloop.data.dedup import NearDuplicateIndex, exact_key
+from tuneloop.data.readers import check_readable, read_rows
+from tuneloop.data.report import write_report
+from tuneloop.data.review import write_review
+from tuneloop.data.rowwork import NUM_PERM, default_workers, dedup_text, process_rows
 from tuneloop.data.split import split_indices
-from tuneloop.data.validate import Rejection, canonicalise
 from tuneloop.errors import TuneloopError
+from tuneloop.ui import console, progress
 
 SPLITS = ("train", "val", "test")
 
 
-@dataclass
-class Kept:
-    source: str
-    line: int
-    messages: list[dict]
-    label: str | None
-
-
-def prepare(inputs: list[Path], out: Path, cfg: DataConfig, task: TaskConfig) -> dict:
-    """Prepare `inputs` into `out`; returns the report (also written to out/report.json)."""
+def prepare(inputs: list[Path], out: Path, cfg: DataConfig, task: TaskConfig, model: ModelConfig | None = None) -> dict:
+    """Prepare `inputs` into `out`; returns the report (also in out/report.json and out/report.html)."""
     started = time.time()
+    inputs = [Path(p) for p in inputs]
     if not inputs:
         raise TuneloopError("no input files given (data.inputs in the config, or paths on the command line)")
-    out.mkdir(parents=True, exist_ok=True)
-    kept: list[Kept] = []
-    rejected: list[dict] = []
-    first_seen: dict[str, str] = {}
-    rows_in = 0
-
     for path in inputs:
-        for raw in read_rows(Path(path)):
+        check_readable(path)  # fail now, with one clear line, not after reading other files
+    out.mkdir(parents=True, exist_ok=True)
+
+    # --- setup -------------------------------------------------------------------------------
+    near = NearDuplicateIndex(cfg.dedup.threshold, num_perm=NUM_PERM) if cfg.dedup.near else None
+    seen: dict[str, str] = {}  # exact key -> "file:line" of the kept row (or of the frozen test row)
+    frozen = _index_frozen_test(cfg.frozen_test, seen, near) if cfg.frozen_test else []
+    workers = cfg.workers or default_workers(sum(p.stat().st_size for p in inputs))
+    rows = (raw for path in inputs for raw in read_rows(path, decode=False))
+
+    forms: dict[str, Counter] = defaultdict(Counter)
+    pii, rules = Counter(), Counter()
+    clusters: dict[str, list[str]] = defaultdict(list)
+    labels: list[str | None] = []
+    lengths: list[int | None] = []
+    keys: list[str] = []
+    truncated = rows_in = 0
+    spool_path, rejected_path = out / ".kept.jsonl.tmp", out / "rejected.jsonl"
+
+    # --- one pass over every row: per-row work in workers, keep-the-first decisions here ---------
+    with open(spool_path, "w") as spool, open(rejected_path, "w") as rejected, progress(transient=True) as bar:
+        task_id = bar.add_task("data", total=None, info="")
+        for result in process_rows(rows, cfg, task, model, workers):
             rows_in += 1
-            where = {"source": raw.source, "line": raw.line}
-            if raw.error:
-                rejected.append({**where, "rule": "unreadable", "reason": raw.error, "row": raw.value})
+            if rows_in % 5000 == 0:
+                bar.update(task_id, completed=rows_in, info=f"{rows_in:,} rows")
+            if result.rejection is None:
+                _drop_if_duplicate(result, cfg, seen, near, clusters)
+            if result.rejection:
+                rules[result.rejection["rule"]] += 1
+                rejected.write(json.dumps(result.rejection, ensure_ascii=False, default=str) + "\n")
                 continue
-            messages, problem = canonicalise(raw.value, task.system_prompt)
-            if problem is None:
-                problem = _check_answer(messages, task)
-            if problem:
-                rejected.append({**where, "rule": problem.rule, "reason": problem.reason, "field": problem.field, "row": raw.value})
-                continue
-            key = _dedup_key(messages)
-            if key in first_seen:
-                reason = f"exact duplicate of {first_seen[key]}"
-                rejected.append({**where, "rule": "duplicate", "reason": reason, "row": raw.value})
-                continue
-            first_seen[key] = f"{raw.source}:{raw.line}"
-            kept.append(Kept(raw.source, raw.line, messages, _label(messages, task)))
+            forms[result.source][result.form] += 1
+            pii.update(result.pii)
+            spool.write(result.row_json + "\n")
+            labels.append(result.label)
+            lengths.append(result.length)
+            keys.append(result.key)
+            truncated += result.truncated
 
-    if not kept:
-        write_jsonl(out / "rejected.jsonl", rejected)  # so the user can read why
-        raise TuneloopError(f"no usable rows in {', '.join(map(str, inputs))}: see {out / 'rejected.jsonl'} for why")
-    splits = split_indices([k.label for k in kept], cfg.val_ratio, cfg.test_ratio, cfg.seed)
+    kept = len(labels)
+    if kept == 0 and not frozen:
+        spool_path.unlink()
+        raise TuneloopError(f"no usable rows in {', '.join(map(str, inputs))}: see {rejected_path} for why")
 
-    outputs = []
-    for name in SPLITS:
-        rows = [{"messages": kept[i].messages, "metadata": {"source": kept[i].source, "line": kept[i].line}} for i in splits[name]]
-        outputs.append(write_jsonl(out / f"{name}.jsonl", rows))
-    outputs.append(write_jsonl(out / "rejected.jsonl", rejected))
+    # --- split and write -----------------------------------------------------------------------
+    test_ratio = 0.0 if frozen else cfg.test_ratio  # a frozen test split is reused, never extended
+    assignment = split_indices(labels, cfg.val_ratio, test_ratio, cfg.seed)
+    split_of = {i: name for name, indices in assignment.items() for i in indices}
+    handles = {name: open(out / f"{name}.jsonl", "w") for name in SPLITS}
+    with open(spool_path) as spool:
+        for i, line in enumerate(spool):
+            handles[split_of[i]].write(line)
+    for row in frozen:
+        handles["test"].write(json.dumps(row, ensure_ascii=False) + "\n")
+    for handle in handles.values():
+        handle.close()
+    spool_path.unlink()
+
+    counts = {name: len(assignment[name]) for name in SPLITS}
+    counts["test"] += len(frozen)
+    assert rows_in == counts["train"] + counts["val"] + (counts["test"] - len(frozen)) + sum(rules.values())
 
     report = {
-        "rows_in": rows_in,
-        "kept": len(kept),
-        "rejected": len(rejected),
-        "rejected_by_rule": dict(Counter(r["rule"] for r in rejected).most_common()),
-        "splits": {name: len(splits[name]) for name in SPLITS},
-        "labels": {name: dict(Counter(kept[i].label for i in splits[name]).most_common()) for name in SPLITS},
+        "inputs": [str(p) for p in inputs],
+        "forms": {source: dict(counts) for source, counts in forms.items()},
+        "rows_in": rows_in, "kept": kept, "rejected": sum(rules.values()),
+        "rejected_by_rule": dict(rules.most_common()),
+        "splits": counts, "frozen_test_rows": len(frozen),
+        "labels": {name: dict(Counter(labels[i] for i in assignment[name]).most_common()) for name in SPLITS},
+        "pii_redacted": dict(pii.most_common()),
+        "duplicate_clusters": len(clusters),
+        "largest_duplicate_clusters": [{"kept": k, "dropped": v} for k, v in sorted(clusters.items(), key=lambda kv: -len(kv[1]))[:20]],
+        "leakage": _leakage(assignment, keys),
+        "tokens": _token_summary(assignment, lengths, cfg.max_tokens, truncated),
     }
-    assert rows_in == len(kept) + len(rejected)  # the stage's invariant: nothing is lost silently
+    outputs = [out / f"{name}.jsonl" for name in (*SPLITS, "rejected")]
+    outputs += write_report(report, out, assignment, lengths, model)
+    if cfg.review_sample:
+        outputs += write_review(out, cfg.review_sample, cfg.seed)
     write_json(out / "report.json", report)
     outputs.append(out / "report.json")
     write_manifest(
-        out, "data", cfg, inputs={f"input{i}": Path(p) for i, p in enumerate(inputs)}, outputs=outputs,
-        seed=cfg.seed, started=started, extra={"task": task.model_dump(mode="json"), "report": report},
+        out, "data", cfg, inputs={f"input{i}": p for i, p in enumerate(inputs)}, outputs=outputs, seed=cfg.seed,
+        started=started, parent=cfg.frozen_test.parent if cfg.frozen_test else None,
+        extra={"task": task.model_dump(mode="json"), "model": model.model_dump() if model else None, "report": report},
     )
     return report
 
 
-def _check_answer(messages: list[dict], task: TaskConfig) -> Rejection | None:
-    """For structured tasks, the answer we train on must itself be valid: garbage in, garbage out."""
-    if task.output_schema is None:
+def _drop_if_duplicate(result, cfg: DataConfig, seen: dict[str, str], near: NearDuplicateIndex | None, clusters: dict) -> None:
+    """Keep the first copy: a row matching an earlier kept row (or the frozen test split) is rejected."""
+    where = f"{result.source}:{result.line}"
+    kept_at, reason = None, ""
+    if cfg.dedup.exact and result.key in seen:
+        kept_at = seen[result.key]
+        reason = f"exact duplicate of {kept_at}"
+    elif near is not None:
+        match = near.find_or_add(where, sketch=result.sketch)
+        if match:
+            kept_at = match[0]
+            reason = f"near duplicate (Jaccard ~{match[1]:.2f}) of {kept_at}"
+    if kept_at is None:
+        seen.setdefault(result.key, where)
+        return
+    rule = "test_leakage" if kept_at.startswith("frozen test") else ("duplicate" if reason.startswith("exact") else "near_duplicate")
+    clusters[kept_at].append(where)
+    result.rejection = {"source": result.source, "line": result.line, "rule": rule, "reason": reason, "field": None}
+
+
+def _index_frozen_test(path: Path, seen: dict[str, str], near: NearDuplicateIndex | None) -> list[dict]:
+    """Index an earlier round's test split first, so new rows that match it are rejected as leakage."""
+    rows = read_jsonl(path)
+    for number, row in enumerate(rows, start=1):
+        where = f"frozen test {path}:{number}"
+        text = dedup_text(row)
+        seen.setdefault(exact_key(text), where)
+        if near is not None:
+            near.find_or_add(where, text)
+    console.print(f"frozen test split: {len(rows)} rows from {path}")
+    return rows
+
+
+def _leakage(assignment: dict[str, list[int]], keys: list[str]) -> dict:
+    """Exact-duplicate overlap between splits, counted (near duplicates are removed before the split)."""
+    sets = {name: {keys[i] for i in indices} for name, indices in assignment.items()}
+    return {
+        "train_test": len(sets["train"] & sets["test"]), "train_val": len(sets["train"] & sets["val"]),
+        "val_test": len(sets["val"] & sets["test"]),
+        "method": "exact and near duplicates are removed across all inputs (and the frozen test split) before splitting",
+    }
+
+
+def _token_summary(assignment: dict[str, list[int]], lengths: list[int | None], max_tokens: int | None, truncated: int) -> dict | None:
+    if not lengths or lengths[0] is None:
         return None
-    answer = messages[-1]["content"] if messages[-1]["role"] == "assistant" else None
-    field = f"messages[{len(messages) - 1}].content"
-    try:
-        jsonschema.validate(json.loads(answer or ""), task.output_schema)
-    except json.JSONDecodeError:
-        return Rejection("answer_not_json", "the assistant answer is not valid JSON", field)
-    except jsonschema.ValidationError as err:
-        return Rejection("answer_schema", f"the assistant answer breaks the output schema: {err.message}", field)
-    return None
-
-
-def _label(messages: list[dict], task: TaskConfig) -> str | None:
-    if not task.label_fields:
-        return None
-    try:
-        answer = json.loads(messages[-1]["content"])
-    except json.JSONDecodeError:
-        return None
-    return str(answer.get(task.label_fields[0])) if isinstance(answer, dict) else None
-
-
-def _dedup_key(messages: list[dict]) -> str:
-    """Case- and whitespace-insensitive hash of the conversation's non-system turns."""
-    text = "\x1e".join(f"{m['role']}\x1f{m['content']}" for m in messages if m["role"] != "system")
-    return hashlib.sha256(re.sub(r"\s+", " ", text).strip().lower().encode()).hexdigest()
+    summary = {"max_tokens": max_tokens, "truncated": truncated}
+    for name, indices in assignment.items():
+        values = sorted(lengths[i] for i in indices)
+        if values:
+            summary[name] = {"min": values[0], "median": values[len(values) // 2], "p95": values[int(0.95 * (len(values) - 1))], "max": values[-1]}
+    return summary

@@ -1,8 +1,7 @@
-"""Validation: turn one raw row into canonical chat `messages`, or say precisely why not.
+"""Validation checks on the structure of rows, with OpenAI's fine-tuning file checks as a floor.
 
-The checks follow OpenAI's fine-tuning file validation as a floor: row not an object, missing
-messages, message missing role/content, unknown keys, unknown role, empty content, no assistant
-message. Prompt/completion rows are accepted and converted to messages.
+Each failed check is a Rejection: a rule name (stable, for counting), a reason a person can act on,
+and the field it concerns (e.g. `messages[2].content`).
 """
 
 from __future__ import annotations
@@ -10,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-ROLES = {"system", "user", "assistant"}
+ROLES = ("system", "user", "assistant")
 MESSAGE_KEYS = {"role", "content", "weight", "name"}
-ROW_KEYS = {"messages", "prompt", "completion", "metadata"}
 
 
 @dataclass
@@ -22,45 +20,24 @@ class Rejection:
     field: str | None = None
 
 
-def canonicalise(row: Any, system_prompt: str | None = None) -> tuple[list[dict] | None, Rejection | None]:
-    """(messages, None) for a usable row, (None, rejection) otherwise."""
-    if not isinstance(row, dict):
-        return None, Rejection("not_an_object", f"row is a JSON {type(row).__name__}, expected an object")
-    unknown = sorted(set(row) - ROW_KEYS)
-    if unknown:
-        return None, Rejection("unknown_keys", f"unknown key(s) {unknown}; expected 'messages' or 'prompt'/'completion'")
-    if "messages" in row:
-        messages, problem = _check_messages(row["messages"])
-    elif "prompt" in row or "completion" in row:
-        messages, problem = _from_prompt_completion(row)
-    else:
-        return None, Rejection("missing_messages", "row has no 'messages' (nor 'prompt'/'completion')", "messages")
-    if problem:
-        return None, problem
-    if system_prompt and messages[0]["role"] != "system":
-        messages = [{"role": "system", "content": system_prompt}, *messages]
-    return messages, None
+def check_text(row: dict, key: str) -> Rejection | None:
+    if key not in row or row[key] is None:
+        return Rejection("missing_field", f"'{key}' is missing", key)
+    if not isinstance(row[key], str):
+        return Rejection("wrong_type", f"'{key}' must be a string, got {type(row[key]).__name__}", key)
+    if not row[key].strip():
+        return Rejection("empty_content", f"'{key}' is empty", key)
+    return None
 
 
-def _from_prompt_completion(row: dict) -> tuple[list[dict] | None, Rejection | None]:
-    for key in ("prompt", "completion"):
-        if key not in row:
-            return None, Rejection("missing_field", f"'{key}' is missing", key)
-        if not isinstance(row[key], str):
-            return None, Rejection("wrong_type", f"'{key}' must be a string, got {type(row[key]).__name__}", key)
-        if not row[key].strip():
-            return None, Rejection("empty_content", f"'{key}' is empty", key)
-    return [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}], None
-
-
-def _check_messages(messages: Any) -> tuple[list[dict] | None, Rejection | None]:
+def check_messages(messages: Any, name: str = "messages", need_assistant: bool = True) -> tuple[list[dict] | None, Rejection | None]:
     if not isinstance(messages, list) or not messages:
-        return None, Rejection("missing_messages", "'messages' must be a non-empty list", "messages")
+        return None, Rejection("missing_messages", f"'{name}' must be a non-empty list of messages", name)
     clean = []
     for i, message in enumerate(messages):
-        where = f"messages[{i}]"
+        where = f"{name}[{i}]"
         if not isinstance(message, dict):
-            return None, Rejection("wrong_type", f"{where} must be an object", where)
+            return None, Rejection("wrong_type", f"{where} must be an object, got {type(message).__name__}", where)
         for key in ("role", "content"):
             if key not in message:
                 return None, Rejection("message_missing_key", f"{where} has no '{key}'", f"{where}.{key}")
@@ -68,12 +45,15 @@ def _check_messages(messages: Any) -> tuple[list[dict] | None, Rejection | None]
         if unknown:
             return None, Rejection("unknown_keys", f"{where} has unknown key(s) {unknown}", where)
         if message["role"] not in ROLES:
-            return None, Rejection("unknown_role", f"{where}.role is '{message['role']}', expected one of {sorted(ROLES)}", f"{where}.role")
+            return None, Rejection("unknown_role", f"{where}.role is {message['role']!r}, expected one of {list(ROLES)}", f"{where}.role")
         if not isinstance(message["content"], str):
-            return None, Rejection("wrong_type", f"{where}.content must be a string", f"{where}.content")
+            return None, Rejection("wrong_type", f"{where}.content must be a string, got {type(message['content']).__name__}", f"{where}.content")
         if not message["content"].strip():
             return None, Rejection("empty_content", f"{where}.content is empty", f"{where}.content")
-        clean.append({"role": message["role"], "content": message["content"]})
-    if not any(m["role"] == "assistant" for m in clean):
-        return None, Rejection("no_assistant", "no assistant message to learn from", "messages")
+        weight = message.get("weight", 1)
+        if weight not in (0, 1) or (weight == 0 and message["role"] != "assistant"):
+            return None, Rejection("bad_weight", f"{where}.weight must be 0 or 1, on assistant messages only", f"{where}.weight")
+        clean.append({k: message[k] for k in ("role", "content", "weight") if k in message})
+    if need_assistant and not any(m["role"] == "assistant" and m.get("weight", 1) for m in clean):
+        return None, Rejection("no_assistant", "no assistant message to learn from", name)
     return clean, None

@@ -1,7 +1,8 @@
 """Chat-template encoding shared by training, evaluation and serving, so all three see the same text.
 
 Training labels cover the assistant turns only, each up to and including the end-of-turn token, so
-the model learns to stop; everything else (system, user, template scaffolding) is masked with -100.
+the model learns to stop; everything else (system, user, template scaffolding) is masked with -100,
+and so are assistant turns marked `"weight": 0` (OpenAI's convention for turns not to learn from).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def encode_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict], max_le
     ids: list[int] = []
     labels: list[int] = []
     rendered = ""
+    plain = [{"role": m["role"], "content": m["content"]} for m in messages]  # templates see no extra keys
 
     def add(text: str, train: bool) -> None:
         piece = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
@@ -48,15 +50,15 @@ def encode_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict], max_le
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        prompt = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+        prompt = tokenizer.apply_chat_template(plain[:i], tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(plain[: i + 1], tokenize=False)
         if not (prompt.startswith(rendered) and full.startswith(prompt)):
             raise TuneloopError("the model's chat template does not render conversations prefix by prefix")
         answer = full[len(prompt):]
         end = answer.find(eot)
         end = len(answer) if end < 0 else end + len(eot)
         add(prompt[len(rendered):], train=False)
-        add(answer[:end], train=True)
+        add(answer[:end], train=message.get("weight", 1) != 0)
         add(answer[end:], train=False)
         rendered = full
 

@@ -1,0 +1,43 @@
+"""Export a seeded sample of prepared rows for a domain expert to read and mark (CSV and HTML)."""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import random
+from pathlib import Path
+
+COLUMNS = ("split", "source", "line", "prompt", "answer", "verdict (ok/fix/drop)", "comment")
+
+
+def write_review(out: Path, n: int, seed: int) -> list[Path]:
+    rows = []
+    for split in ("train", "val", "test"):
+        with open(out / f"{split}.jsonl") as handle:
+            rows += [(split, json.loads(line)) for line in handle]
+    sample = random.Random(seed).sample(rows, min(n, len(rows)))
+    records = [_record(split, row) for split, row in sample]
+    with open(out / "review.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        writer.writerows(records)
+    cells = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in records)
+    head = "".join(f"<th>{c}</th>" for c in COLUMNS)
+    (out / "review.html").write_text(
+        "<!doctype html><meta charset='utf-8'><title>review sample</title>"
+        "<style>table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3rem;vertical-align:top;white-space:pre-wrap}</style>"
+        f"<p>{len(records)} rows sampled for review. Mark each in review.csv.</p><table><tr>{head}</tr>{cells}</table>"
+    )
+    return [out / "review.csv", out / "review.html"]
+
+
+def _record(split: str, row: dict) -> tuple:
+    meta = row.get("metadata", {})
+    if "messages" in row:
+        prompt = "\n\n".join(f"[{m['role']}] {m['content']}" for m in row["messages"][:-1] if m["role"] != "system")
+        answer = row["messages"][-1]["content"]
+    else:
+        prompt = "\n\n".join(m["content"] for m in row["prompt"] if m["role"] != "system")
+        answer = f"chosen: {row['chosen'][0]['content']}\nrejected: {row['rejected'][0]['content']}"
+    return (split, meta.get("source", ""), meta.get("line", ""), prompt, answer, "", "")

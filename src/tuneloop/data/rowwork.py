@@ -1,0 +1,150 @@
+"""Per-row work of the data stage, runnable in worker processes.
+
+Everything that looks at one row alone happens here: decode, detect the form and canonicalise, clean,
+redact PII, check the answer and the token length, compute the exact-duplicate key and the MinHash
+sketch. What depends on the order of rows (which copy is kept) stays in `prepare`. On 2 cores the work
+is spread over worker processes in chunks, in order; small inputs run in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+
+from tuneloop.config import DataConfig, ModelConfig, TaskConfig
+from tuneloop.data.checks import AnswerChecker, LengthChecker
+from tuneloop.data.clean import Cleaner
+from tuneloop.data.dedup import NearDuplicateIndex, exact_key
+from tuneloop.data.forms import canonicalise, texts
+from tuneloop.data.pii import Redactor
+from tuneloop.data.readers import RawRow
+
+NUM_PERM = 128
+
+
+@dataclass
+class Outcome:
+    source: str
+    line: int
+    # Kept rows: the canonical row as a JSON line, its keys for deduplication, its label and length.
+    row_json: str | None = None
+    dedup_text: str | None = None
+    key: str | None = None
+    sketch: object = None
+    label: str | None = None
+    length: int | None = None
+    truncated: bool = False
+    form: str | None = None
+    pii: Counter = field(default_factory=Counter)
+    # Rejected rows: the rejected.jsonl record.
+    rejection: dict | None = None
+
+
+class RowProcessor:
+    def __init__(self, cfg: DataConfig, task: TaskConfig, model: ModelConfig | None):
+        self.cfg, self.task = cfg, task
+        self.clean = Cleaner(cfg.clean)
+        pii = cfg.pii
+        self.redactor = Redactor(**({"types": pii.types} if pii.types else {}), placeholders=pii.placeholders) if pii.enabled else None
+        self.check_answer = AnswerChecker(task, cfg.allowed_labels)
+        self.check_length = LengthChecker(model, cfg.max_tokens, cfg.over_length, task) if model else None
+        # Same arguments in every process give the same permutations, so sketches are comparable.
+        self.sketcher = NearDuplicateIndex(cfg.dedup.threshold, num_perm=NUM_PERM) if cfg.dedup.near else None
+
+    def __call__(self, raw: RawRow) -> Outcome:
+        result = Outcome(raw.source, raw.line)
+
+        def reject(rule: str, reason: str, field: str | None = None, value=raw.value) -> Outcome:
+            result.rejection = {"source": raw.source, "line": raw.line, "rule": rule, "reason": reason, "field": field, "row": value}
+            return result
+
+        if raw.error:
+            return reject("unreadable", raw.error)
+        value = raw.value
+        if raw.text is not None:  # JSONL lines are decoded here, in the worker
+            try:
+                value = json.loads(raw.text)
+            except json.JSONDecodeError as err:
+                return reject("unreadable", f"malformed JSON ({err.msg} at column {err.colno})", value=raw.text)
+        row, result.form, problem = canonicalise(value, self.cfg.form, self.cfg.fields)
+        if problem:
+            return reject(problem.rule, problem.reason, problem.field, value)
+
+        for message in texts(row):
+            message["content"] = self.clean(message["content"])
+            if self.redactor:
+                message["content"], found = self.redactor.redact(message["content"])
+                result.pii.update(found)
+        emptied = next((m for m in texts(row) if not m["content"]), None)
+        if emptied:
+            return reject("empty_after_cleaning", f"a {emptied['role']} message is empty after cleaning", value=value)
+        add_system_prompt(row, self.task.system_prompt)
+
+        if self.check_length:
+            result.length, result.truncated, too_long = self.check_length(row)
+        else:
+            too_long = None
+        problem = self.check_answer(row) or too_long
+        if problem:
+            return reject(problem.rule, problem.reason, problem.field, value)
+
+        result.dedup_text = dedup_text(row)
+        result.key = exact_key(result.dedup_text)
+        if self.sketcher is not None:
+            result.sketch = self.sketcher.sketch(result.dedup_text)
+        result.label = self.check_answer.label(row)
+        row["metadata"] = {"source": raw.source, "line": raw.line}
+        result.row_json = json.dumps(row, ensure_ascii=False)
+        return result
+
+
+def add_system_prompt(row: dict, system_prompt: str | None) -> None:
+    conversation = row["messages"] if "messages" in row else row["prompt"]
+    if system_prompt and conversation[0]["role"] != "system":
+        conversation.insert(0, {"role": "system", "content": system_prompt})
+
+
+def dedup_text(row: dict) -> str:
+    """What two rows must share to be duplicates: every non-system turn (and both answers of a pair)."""
+    return "\n".join(m["content"] for m in texts(row) if m["role"] != "system")
+
+
+# --- parallel map ----------------------------------------------------------------------------------
+_processor: RowProcessor | None = None
+CHUNK = 2000
+
+
+def _init(cfg: DataConfig, task: TaskConfig, model: ModelConfig | None) -> None:
+    global _processor
+    _processor = RowProcessor(cfg, task, model)
+
+
+def _work(chunk: list[RawRow]) -> list[Outcome]:
+    results = [_processor(raw) for raw in chunk]
+    for result in results:
+        result.dedup_text = None  # the main process needs only the key and the sketch
+    return results
+
+
+def process_rows(rows: Iterable[RawRow], cfg: DataConfig, task: TaskConfig, model: ModelConfig | None, workers: int) -> Iterator[Outcome]:
+    """Outcomes in input order; `workers` > 1 spreads chunks over that many processes."""
+    if workers <= 1:
+        processor = RowProcessor(cfg, task, model)
+        yield from map(processor, rows)
+        return
+    iterator = iter(rows)
+    chunks = iter(lambda: list(islice(iterator, CHUNK)), [])
+    # fork: workers inherit the imported modules instead of importing them again (seconds with torch).
+    with mp.get_context("fork").Pool(workers, initializer=_init, initargs=(cfg, task, model)) as pool:
+        for results in pool.imap(_work, chunks):
+            yield from results
+
+
+def default_workers(total_bytes: int) -> int:
+    """Worker processes worth starting: none for small inputs, else one per core."""
+    return 1 if total_bytes < 4_000_000 else max(1, min(os.cpu_count() or 1, 8))

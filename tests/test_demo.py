@@ -1,0 +1,25 @@
+"""The demo on the real embedded SmolLM2-135M-Instruct, shortened: the fine-tuned model must win."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_finetuned_beats_base(tmp_path):
+    tuneloop = Path(sys.executable).parent / "tuneloop"
+    result = subprocess.run(
+        [str(tuneloop), "demo", "--json", "--out", str(tmp_path / "run"), "--max-steps", "30", "--limit", "30"],
+        capture_output=True, text=True, timeout=1500, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    base, tuned = summary["base"], summary["finetuned"]
+    assert tuned["json_valid"] >= 0.9 and tuned["json_valid"] >= base["json_valid"] + 0.5
+    assert tuned["category_accuracy"] >= base["category_accuracy"] + 0.3
+    assert tuned["schema_valid"] > base["schema_valid"]
+    assert Path(summary["run_dir"], "train", "adapter", "adapter_model.safetensors").is_file()
+    assert "tuneloop serve --model ticket-triage:1" in result.stderr
