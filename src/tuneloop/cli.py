@@ -66,7 +66,10 @@ def data_prepare(
     cfg = load_config(config) if config else PipelineConfig()
     model_cfg = ModelConfig(name=model) if model else (cfg.model if config else None)
     report = prepare(inputs, out, cfg.data, cfg.task, model_cfg)
-    console.print(f"{report['kept']} kept {report['splits']}, {report['rejected']} rejected {report['rejected_by_rule']} -> {out}")
+    for source, forms in report["forms"].items():
+        console.print(f"{source}: detected form {', '.join(f'{form} ({n})' for form, n in forms.items())}")
+    console.print(f"{report['kept']} kept {report['splits']}, {report['rejected']} rejected {report['rejected_by_rule']}, "
+                  f"PII redacted {report['pii_redacted']} -> {out / 'report.html'}")
     _emit(report, as_json)
 
 

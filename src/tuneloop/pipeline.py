@@ -77,7 +77,7 @@ def metrics_table(results: dict) -> Table:
     return table
 
 
-def serve_hint(model_ref: str, system_prompt_note: bool = True) -> str:
+def serve_hint(model_ref: str) -> str:
     return (
         f"serve it:   tuneloop serve --model {model_ref} --port 8000\n"
         f"then:       curl -s localhost:8000/v1/chat/completions -H 'Content-Type: application/json' "

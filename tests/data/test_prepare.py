@@ -36,6 +36,7 @@ def rows_out(out: Path) -> int:
     ({"messages": [{"role": "user", "content": "<b></b>"}, {"role": "assistant", "content": '{"category": "billing"}'}]}, "empty_after_cleaning", None),
     ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": '{"category": "refunds"}'}]}, "label_not_allowed", "messages[2].content.category"),
     ({"prompt": "q", "chosen": "same", "rejected": "same"}, "identical_pair", "rejected"),
+    ({"messages": [{"role": "user", "content": "hi", "weight": 0}, {"role": "assistant", "content": "x"}]}, "bad_weight", "messages[0].weight"),
     ({}, "missing_messages", "messages"),
     ({"messages": [{"role": "user"}]}, "message_missing_key", "messages[0].content"),
     ({"messages": [{"role": "robot", "content": "x"}]}, "unknown_role", "messages[0].role"),

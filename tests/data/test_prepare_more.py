@@ -84,6 +84,7 @@ def test_near_duplicates_are_rejected_with_a_pointer(tmp_path):
     report = prepare([source], tmp_path / "out", FLAT, TaskConfig())
     [rejected] = lines(tmp_path / "out" / "rejected.jsonl")
     assert rejected["rule"] == "near_duplicate" and rejected["line"] == 2 and rejected["reason"].endswith(f"{source}:1")
+    assert rejected["row"]["messages"][0]["content"].endswith("quickly")  # the dropped copy is kept for reading
     assert report["largest_duplicate_clusters"] == [{"kept": f"{source}:1", "dropped": [f"{source}:2"]}]
 
 

@@ -29,3 +29,11 @@ def test_truncation_is_flagged(tokenizer):
     messages = [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok"}]
     encoded = encode_chat(tokenizer, messages, 32)
     assert encoded.truncated and len(encoded.input_ids) == 32 and encoded.n_target == 0
+
+
+def test_assistant_turns_with_weight_zero_are_not_trained(tokenizer):
+    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "one", "weight": 0},
+                {"role": "user", "content": "b"}, {"role": "assistant", "content": "two"}]
+    encoded = encode_chat(tokenizer, messages, 512)
+    assert trained_text(tokenizer, encoded) == "two<|im_end|>"
+    assert "one" in tokenizer.decode(encoded.input_ids)  # still in the context the model reads

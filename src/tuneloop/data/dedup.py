@@ -21,6 +21,8 @@ _PUNCTUATION = "".join(
     char for char in map(chr, range(0x10000)) if unicodedata.category(char).startswith("P")
 )
 
+_ASCII_PUNCTUATION = "".join(char for char in _PUNCTUATION if char.isascii())
+
 # LSH only proposes candidates; each is confirmed by its estimated Jaccard, so a false positive costs
 # one cheap comparison while a false negative silently loses a duplicate. Weighting misses 19:1 picks
 # more, shorter bands: at threshold 0.8 with 64 permutations a pair at exactly 0.8 becomes a candidate
@@ -31,7 +33,10 @@ _LSH_WEIGHTS = (0.05, 0.95)
 def normalise(text: str) -> str:
     """Case-fold, Unicode NFKC, collapse whitespace, strip punctuation at token edges: the text both detectors compare."""
     folded = unicodedata.normalize("NFKC", text).casefold()
-    tokens = (token.strip(_PUNCTUATION) for token in folded.split())
+    # str.strip scans its character set for every edge character: the ASCII subset is enough for ASCII
+    # text and ~20x cheaper than the full Unicode set.
+    marks = _ASCII_PUNCTUATION if folded.isascii() else _PUNCTUATION
+    tokens = (token.strip(marks) for token in folded.split())
     return " ".join(token for token in tokens if token)
 
 

@@ -70,7 +70,8 @@ def prepare(inputs: list[Path], out: Path, cfg: DataConfig, task: TaskConfig, mo
                 rejected.write(json.dumps(result.rejection, ensure_ascii=False, default=str) + "\n")
                 continue
             forms[result.source][result.form] += 1
-            pii.update(result.pii)
+            if result.pii:
+                pii.update(result.pii)
             spool.write(result.row_json + "\n")
             labels.append(result.label)
             lengths.append(result.length)
@@ -144,7 +145,9 @@ def _drop_if_duplicate(result, cfg: DataConfig, seen: dict[str, str], near: Near
         return
     rule = "test_leakage" if kept_at.startswith("frozen test") else ("duplicate" if reason.startswith("exact") else "near_duplicate")
     clusters[kept_at].append(where)
-    result.rejection = {"source": result.source, "line": result.line, "rule": rule, "reason": reason, "field": None}
+    # The row as it would have been kept (cleaned, PII redacted), so the user can compare the two copies.
+    row = json.loads(result.row_json)
+    result.rejection = {"source": result.source, "line": result.line, "rule": rule, "reason": reason, "field": None, "row": row}
 
 
 def _index_frozen_test(path: Path, seen: dict[str, str], near: NearDuplicateIndex | None) -> list[dict]:

@@ -13,7 +13,7 @@ import multiprocessing as mp
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 
 from tuneloop.config import DataConfig, ModelConfig, TaskConfig
@@ -27,7 +27,7 @@ from tuneloop.data.readers import RawRow
 NUM_PERM = 128
 
 
-@dataclass
+@dataclass(slots=True)  # slots: outcomes cross the process boundary by the thousand; keep pickles small
 class Outcome:
     source: str
     line: int
@@ -40,7 +40,7 @@ class Outcome:
     length: int | None = None
     truncated: bool = False
     form: str | None = None
-    pii: Counter = field(default_factory=Counter)
+    pii: Counter | None = None  # counts per PII type, only when something was found
     # Rejected rows: the rejected.jsonl record.
     rejection: dict | None = None
 
@@ -79,7 +79,8 @@ class RowProcessor:
             message["content"] = self.clean(message["content"])
             if self.redactor:
                 message["content"], found = self.redactor.redact(message["content"])
-                result.pii.update(found)
+                if found:
+                    result.pii = found if result.pii is None else result.pii + found
         emptied = next((m for m in texts(row) if not m["content"]), None)
         if emptied:
             return reject("empty_after_cleaning", f"a {emptied['role']} message is empty after cleaning", value=value)

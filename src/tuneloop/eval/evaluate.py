@@ -34,7 +34,8 @@ def evaluate(
         raise TuneloopError("no system to evaluate: 'finetuned' needs a trained adapter (--model RUN_DIR)")
 
     tokenizer = load_tokenizer(model_cfg.name)
-    model = load_model(model_cfg.name, adapter=adapter if "finetuned" in systems else None)
+    attached = "finetuned" in systems
+    model = load_model(model_cfg.name, adapter=adapter if attached else None)
     prompts = [render_prompt(tokenizer, row["messages"][:-1]) for row in rows]
     references = [row["messages"][-1]["content"] for row in rows]
 
@@ -42,8 +43,7 @@ def evaluate(
     samples = [{"prompt": row["messages"][:-1], "reference": ref, "outputs": {}, "scores": {}} for row, ref in zip(rows, references)]
     for system in systems:
         # The base system is the same loaded model with its adapter switched off.
-        switch = model.disable_adapter() if system == "base" and adapter is not None and "finetuned" in systems else nullcontext()
-        with switch:
+        with model.disable_adapter() if system == "base" and attached else nullcontext():
             answers = generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size, label=f"eval {system}")
         per_sample = [score(answer, ref, task) for answer, ref in zip(answers, references)]
         for sample, answer, scores in zip(samples, answers, per_sample):
