@@ -141,3 +141,20 @@ def test_rows_in_equals_rows_out_across_every_fixture(tmp_path):
     report = prepare([source], tmp_path / "out", DataConfig(), TaskConfig())
     written = len(split_rows(tmp_path / "out")) + len(lines(tmp_path / "out" / "rejected.jsonl"))
     assert report["rows_in"] == len(rows) == written
+
+
+def test_worker_processes_give_the_same_outputs_as_in_process(tmp_path, monkeypatch):
+    """Rows cross chunk boundaries between workers; order-dependent decisions must not change."""
+    from tuneloop.data import rowwork
+
+    monkeypatch.setattr(rowwork, "CHUNK", 7)  # many small chunks, so both workers see many rows
+    rows = ticket_rows(60)
+    rows += [rows[3], "{oops", {"prompt": "p", "completion": "c", "extra": 1}, rows[40]]  # duplicates across chunks, bad rows
+    rows += [{"prompt": f"Email me at a{i}@example.com about order {i}", "completion": "ok"} for i in range(5)]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    task = TaskConfig(label_fields=["category"])
+    single = prepare([source], tmp_path / "one", DataConfig(workers=1, review_sample=0), task)
+    double = prepare([source], tmp_path / "two", DataConfig(workers=2, review_sample=0), task)
+    assert single["rejected_by_rule"] == double["rejected_by_rule"] and single["pii_redacted"] == double["pii_redacted"]
+    for name in ("train.jsonl", "val.jsonl", "test.jsonl", "rejected.jsonl"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name

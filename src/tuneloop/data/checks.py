@@ -8,9 +8,8 @@ dropping or truncating rows over the limit.
 
 from __future__ import annotations
 
-import json
-
 import jsonschema
+import orjson
 
 from tuneloop.config import ModelConfig, TaskConfig
 from tuneloop.data.forms import answer
@@ -28,35 +27,26 @@ class AnswerChecker:
             for name in task.label_fields
         }
 
-    def __call__(self, row: dict) -> Rejection | None:
+    def __call__(self, row: dict) -> tuple[Rejection | None, str | None]:
+        """(rejection or None, the first label field's value for stratifying the split)."""
         if self.schema is None and not self.task.label_fields:
-            return None
-        text = answer(row)
+            return None, None
         field = self._field(row)
         try:
-            value = json.loads(text or "")
-        except json.JSONDecodeError:
-            return Rejection("answer_not_json", "the assistant answer is not valid JSON", field)
+            value = orjson.loads(answer(row) or "")
+        except orjson.JSONDecodeError:
+            return Rejection("answer_not_json", "the assistant answer is not valid JSON", field), None
         if self.schema is not None:
             error = jsonschema.exceptions.best_match(self.schema.iter_errors(value))
             if error is not None:
                 path = "".join(f".{p}" for p in error.absolute_path)
-                return Rejection("answer_schema", f"the assistant answer breaks the output schema at '${path}': {error.message}", field)
+                return Rejection("answer_schema", f"the assistant answer breaks the output schema at '${path}': {error.message}", field), None
+        labels = value if isinstance(value, dict) else {}
         for name, allowed in self.allowed.items():
-            label = value.get(name) if isinstance(value, dict) else None
-            if allowed and label not in allowed:
-                return Rejection("label_not_allowed", f"label '{name}' is {label!r}, allowed: {sorted(allowed)}", f"{field}.{name}")
-        return None
-
-    def label(self, row: dict) -> str | None:
-        """The first label field's value, used to stratify the split."""
-        if not self.task.label_fields:
-            return None
-        try:
-            value = json.loads(answer(row) or "")
-        except json.JSONDecodeError:
-            return None
-        return str(value.get(self.task.label_fields[0])) if isinstance(value, dict) else None
+            if allowed and labels.get(name) not in allowed:
+                return Rejection("label_not_allowed", f"label '{name}' is {labels.get(name)!r}, allowed: {sorted(allowed)}", f"{field}.{name}"), None
+        first = self.task.label_fields[0] if self.task.label_fields else None
+        return None, (str(labels.get(first)) if first and isinstance(value, dict) else None)
 
     @staticmethod
     def _field(row: dict) -> str:

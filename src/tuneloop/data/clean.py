@@ -37,9 +37,14 @@ class Cleaner:
         if cfg.strip_html and ("<" in text or "&" in text):
             text = strip_html(text)
         if cfg.whitespace:
-            text = _SPACES.sub(" ", text)
-            text = _TRAILING.sub("\n", text)
-            text = _BLANK_LINES.sub("\n\n", text).strip()
+            # Each substitution only where it can match: most texts need none of them.
+            if "  " in text or "\u00a0" in text:
+                text = _SPACES.sub(" ", text)
+            if "\n" in text:
+                text = _TRAILING.sub("\n", text)
+                if "\n\n\n" in text:
+                    text = _BLANK_LINES.sub("\n\n", text)
+            text = text.strip()
         return text
 
 

@@ -8,13 +8,14 @@ is spread over worker processes in chunks, in order; small inputs run in-process
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
+
+import orjson
 
 from tuneloop.config import DataConfig, ModelConfig, TaskConfig
 from tuneloop.data.checks import AnswerChecker, LengthChecker
@@ -66,10 +67,10 @@ class RowProcessor:
         if raw.error:
             return reject("unreadable", raw.error)
         value = raw.value
-        if raw.text is not None:  # JSONL lines are decoded here, in the worker
+        if raw.text is not None:  # JSONL lines are decoded here, in the worker (orjson: ~3x faster)
             try:
-                value = json.loads(raw.text)
-            except json.JSONDecodeError as err:
+                value = orjson.loads(raw.text)
+            except orjson.JSONDecodeError as err:
                 return reject("unreadable", f"malformed JSON ({err.msg} at column {err.colno})", value=raw.text)
         row, result.form, problem = canonicalise(value, self.cfg.form, self.cfg.fields)
         if problem:
@@ -90,7 +91,8 @@ class RowProcessor:
             result.length, result.truncated, too_long = self.check_length(row)
         else:
             too_long = None
-        problem = self.check_answer(row) or too_long
+        problem, result.label = self.check_answer(row)
+        problem = problem or too_long
         if problem:
             return reject(problem.rule, problem.reason, problem.field, value)
 
@@ -98,9 +100,8 @@ class RowProcessor:
         result.key = exact_key(result.dedup_text)
         if self.sketcher is not None:
             result.sketch = self.sketcher.sketch(result.dedup_text)
-        result.label = self.check_answer.label(row)
         row["metadata"] = {"source": raw.source, "line": raw.line}
-        result.row_json = json.dumps(row, ensure_ascii=False)
+        result.row_json = orjson.dumps(row).decode()
         return result
 
 

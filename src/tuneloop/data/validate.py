@@ -35,25 +35,36 @@ def check_messages(messages: Any, name: str = "messages", need_assistant: bool =
         return None, Rejection("missing_messages", f"'{name}' must be a non-empty list of messages", name)
     clean = []
     for i, message in enumerate(messages):
-        where = f"{name}[{i}]"
-        if not isinstance(message, dict):
-            return None, Rejection("wrong_type", f"{where} must be an object, got {type(message).__name__}", where)
-        for key in ("role", "content"):
-            if key not in message:
-                return None, Rejection("message_missing_key", f"{where} has no '{key}'", f"{where}.{key}")
-        unknown = sorted(set(message) - MESSAGE_KEYS)
-        if unknown:
-            return None, Rejection("unknown_keys", f"{where} has unknown key(s) {unknown}", where)
-        if message["role"] not in ROLES:
-            return None, Rejection("unknown_role", f"{where}.role is {message['role']!r}, expected one of {list(ROLES)}", f"{where}.role")
-        if not isinstance(message["content"], str):
-            return None, Rejection("wrong_type", f"{where}.content must be a string, got {type(message['content']).__name__}", f"{where}.content")
-        if not message["content"].strip():
-            return None, Rejection("empty_content", f"{where}.content is empty", f"{where}.content")
-        weight = message.get("weight", 1)
-        if weight not in (0, 1) or (weight == 0 and message["role"] != "assistant"):
-            return None, Rejection("bad_weight", f"{where}.weight must be 0 or 1, on assistant messages only", f"{where}.weight")
-        clean.append({k: message[k] for k in ("role", "content", "weight") if k in message})
+        # Fast path for the common, valid message; anything unusual goes through the full checks.
+        if type(message) is dict and len(message) == 2 and type(message.get("content")) is str \
+                and message.get("role") in ROLES and message["content"].strip():
+            clean.append({"role": message["role"], "content": message["content"]})
+            continue
+        checked, problem = _check_message(message, f"{name}[{i}]")
+        if problem:
+            return None, problem
+        clean.append(checked)
     if need_assistant and not any(m["role"] == "assistant" and m.get("weight", 1) for m in clean):
         return None, Rejection("no_assistant", "no assistant message to learn from", name)
     return clean, None
+
+
+def _check_message(message: Any, where: str) -> tuple[dict | None, Rejection | None]:
+    if not isinstance(message, dict):
+        return None, Rejection("wrong_type", f"{where} must be an object, got {type(message).__name__}", where)
+    for key in ("role", "content"):
+        if key not in message:
+            return None, Rejection("message_missing_key", f"{where} has no '{key}'", f"{where}.{key}")
+    unknown = sorted(set(message) - MESSAGE_KEYS)
+    if unknown:
+        return None, Rejection("unknown_keys", f"{where} has unknown key(s) {unknown}", where)
+    if message["role"] not in ROLES:
+        return None, Rejection("unknown_role", f"{where}.role is {message['role']!r}, expected one of {list(ROLES)}", f"{where}.role")
+    if not isinstance(message["content"], str):
+        return None, Rejection("wrong_type", f"{where}.content must be a string, got {type(message['content']).__name__}", f"{where}.content")
+    if not message["content"].strip():
+        return None, Rejection("empty_content", f"{where}.content is empty", f"{where}.content")
+    weight = message.get("weight", 1)
+    if weight not in (0, 1) or (weight == 0 and message["role"] != "assistant"):
+        return None, Rejection("bad_weight", f"{where}.weight must be 0 or 1, on assistant messages only", f"{where}.weight")
+    return {k: message[k] for k in ("role", "content", "weight") if k in message}, None
