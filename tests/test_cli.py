@@ -48,3 +48,10 @@ def test_data_prepare_verb(tmp_path):
     result = run("data", "prepare", source, "--out", tmp_path / "out", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[-1])["rejected_by_rule"] == {"unreadable": 1}
+
+
+def test_resume_needs_the_run_directory(tiny_pipeline, tmp_path):
+    prepared = run("data", "prepare", tmp_path / "data.jsonl", "--out", tmp_path / "data", "--config", tiny_pipeline)
+    assert prepared.returncode == 0, prepared.stderr
+    result = run("train", tiny_pipeline, "--data", tmp_path / "data", "--resume")
+    assert result.returncode == 2 and "--resume needs --out" in result.stderr

@@ -78,6 +78,7 @@ def train_cmd(
     config: Annotated[Path, typer.Argument(help="Pipeline YAML.")],
     data: Annotated[Path, typer.Option("--data", help="Directory written by `tuneloop data prepare`.")],
     out: Out = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")] = False,
     as_json: Json = False,
 ) -> None:
     """Fine-tune with LoRA on a prepared data directory."""
@@ -86,7 +87,9 @@ def train_cmd(
     _quiet_libraries()
     cfg = load_config(config)
     read_manifest(data)
-    summary = train(cfg.train, cfg.model, data, out or new_run_dir(Path("runs"), f"{cfg.name}-train"))
+    if resume and out is None:
+        raise TuneloopError("--resume needs --out: the run directory whose checkpoints to continue from")
+    summary = train(cfg.train, cfg.model, data, out or new_run_dir(Path("runs"), f"{cfg.name}-train"), resume=resume)
     _emit(summary, as_json)
 
 

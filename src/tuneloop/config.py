@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from tuneloop.errors import TuneloopError
 
@@ -164,6 +164,12 @@ class LoraConfig(Strict):
     target_modules: str | list[str] = "all-linear"
 
 
+class EarlyStopping(Strict):
+    # Validation evaluations without an improvement of at least min_delta before stopping; None = off.
+    patience: int | None = Field(None, gt=0)
+    min_delta: float = Field(0.0, ge=0)
+
+
 class TrainConfig(Strict):
     method: Literal["lora"] = "lora"
     lora: LoraConfig = LoraConfig()
@@ -176,9 +182,20 @@ class TrainConfig(Strict):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     max_seq_len: int = Field(512, gt=8)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     # Validation loss every N optimizer steps; 0 = only at the end.
     eval_every: int = Field(0, ge=0)
+    # Checkpoint every N optimizer steps (0 = none); an improved validation loss also checkpoints.
+    save_every: int = Field(0, ge=0)
+    keep_last: int = Field(2, ge=1)
+    early_stopping: EarlyStopping = EarlyStopping()
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _early_stopping_needs_validation(self) -> "TrainConfig":
+        if self.early_stopping.patience and not self.eval_every:
+            raise ValueError("early_stopping.patience needs eval_every > 0 (validation loss is what it watches)")
+        return self
 
 
 class EvalConfig(Strict):

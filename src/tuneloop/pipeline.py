@@ -48,8 +48,9 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path) -> dict:
     console.print(metrics_table(results))
 
     console.rule("[bold]4/4 register")
-    version = register_run(Registry(cfg.registry.url), cfg.registry.name, train_dir, eval_dir)
-    console.print(f"registered [bold]{version['ref']}[/] (registry {Registry(cfg.registry.url).url})")
+    registry = Registry(cfg.registry.url)
+    version = register_run(registry, cfg.registry.name, train_dir, eval_dir)
+    console.print(f"registered [bold]{version['ref']}[/] (registry {registry.url})")
 
     return {
         "base": results["systems"].get("base", {}),

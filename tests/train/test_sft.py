@@ -15,14 +15,6 @@ from tuneloop.train.loss import answer_loss_sum
 from tuneloop.train.sft import train
 
 
-@pytest.fixture
-def data_dir(tmp_path):
-    rows = ticket_rows(40)
-    write_jsonl(tmp_path / "train.jsonl", rows[:32])
-    write_jsonl(tmp_path / "val.jsonl", rows[32:])
-    return tmp_path
-
-
 def test_training_writes_a_peft_adapter_that_learned(tmp_path, data_dir, tiny_model_dir):
     cfg = TrainConfig(max_steps=25, batch_size=8, learning_rate=3e-3, eval_every=5, lora=LoraConfig(r=8, alpha=16, dropout=0.0))
     summary = train(cfg, ModelConfig(name=str(tiny_model_dir)), data_dir, tmp_path / "run")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuneloop.artifacts import read_jsonl, write_json, write_manifest
@@ -22,7 +23,7 @@ from tuneloop.data.dedup import NearDuplicateIndex, exact_key
 from tuneloop.data.readers import check_readable, read_rows
 from tuneloop.data.report import write_report
 from tuneloop.data.review import write_review
-from tuneloop.data.rowwork import NUM_PERM, default_workers, dedup_text, process_rows
+from tuneloop.data.rowwork import NUM_PERM, RowProcessor, default_workers, dedup_text, process_rows
 from tuneloop.data.split import split_indices
 from tuneloop.errors import TuneloopError
 from tuneloop.ui import console, progress
@@ -44,78 +45,43 @@ def prepare(inputs: list[Path], out: Path, cfg: DataConfig, task: TaskConfig, mo
     near = NearDuplicateIndex(cfg.dedup.threshold, num_perm=NUM_PERM) if cfg.dedup.near else None
     seen: dict[str, str] = {}  # exact key -> "file:line" of the kept row (or of the frozen test row)
     frozen = _index_frozen_test(cfg.frozen_test, seen, near) if cfg.frozen_test else []
+    processor = RowProcessor(cfg, task, model)
     workers = cfg.workers or default_workers(sum(p.stat().st_size for p in inputs))
     rows = (raw for path in inputs for raw in read_rows(path, decode=False))
 
-    forms: dict[str, Counter] = defaultdict(Counter)
-    pii, rules = Counter(), Counter()
-    clusters: dict[str, list[str]] = defaultdict(list)
-    labels: list[str | None] = []
-    lengths: list[int | None] = []
-    keys: list[str] = []
-    truncated = rows_in = 0
+    tally = Tally()
     spool_path, rejected_path = out / ".kept.jsonl.tmp", out / "rejected.jsonl"
 
     # --- one pass over every row: per-row work in workers, keep-the-first decisions here ---------
     with open(spool_path, "w") as spool, open(rejected_path, "w") as rejected, progress(transient=True) as bar:
         task_id = bar.add_task("data", total=None, info="")
-        for result in process_rows(rows, cfg, task, model, workers):
-            rows_in += 1
-            if rows_in % 5000 == 0:
-                bar.update(task_id, completed=rows_in, info=f"{rows_in:,} rows")
+        for result in process_rows(rows, processor, workers):
+            tally.rows_in += 1
+            if tally.rows_in % 5000 == 0:
+                bar.update(task_id, completed=tally.rows_in, info=f"{tally.rows_in:,} rows")
             if result.rejection is None:
-                _drop_if_duplicate(result, cfg, seen, near, clusters)
+                _drop_if_duplicate(result, cfg, seen, near, tally.clusters)
             if result.rejection:
-                rules[result.rejection["rule"]] += 1
+                tally.rules[result.rejection["rule"]] += 1
                 rejected.write(json.dumps(result.rejection, ensure_ascii=False, default=str) + "\n")
                 continue
-            forms[result.source][result.form] += 1
-            if result.pii:
-                pii.update(result.pii)
+            tally.keep(result)
             spool.write(result.row_json + "\n")
-            labels.append(result.label)
-            lengths.append(result.length)
-            keys.append(result.key)
-            truncated += result.truncated
 
-    kept = len(labels)
-    if kept == 0 and not frozen:
+    if not tally.labels and not frozen:
         spool_path.unlink()
         raise TuneloopError(f"no usable rows in {', '.join(map(str, inputs))}: see {rejected_path} for why")
 
     # --- split and write -----------------------------------------------------------------------
     test_ratio = 0.0 if frozen else cfg.test_ratio  # a frozen test split is reused, never extended
-    assignment = split_indices(labels, cfg.val_ratio, test_ratio, cfg.seed)
-    split_of = {i: name for name, indices in assignment.items() for i in indices}
-    handles = {name: open(out / f"{name}.jsonl", "w") for name in SPLITS}
-    with open(spool_path) as spool:
-        for i, line in enumerate(spool):
-            handles[split_of[i]].write(line)
-    for row in frozen:
-        handles["test"].write(json.dumps(row, ensure_ascii=False) + "\n")
-    for handle in handles.values():
-        handle.close()
-    spool_path.unlink()
-
-    counts = {name: len(assignment[name]) for name in SPLITS}
-    counts["test"] += len(frozen)
-    assert rows_in == counts["train"] + counts["val"] + (counts["test"] - len(frozen)) + sum(rules.values())
-
-    report = {
-        "inputs": [str(p) for p in inputs],
-        "forms": {source: dict(counts) for source, counts in forms.items()},
-        "rows_in": rows_in, "kept": kept, "rejected": sum(rules.values()),
-        "rejected_by_rule": dict(rules.most_common()),
-        "splits": counts, "frozen_test_rows": len(frozen),
-        "labels": {name: dict(Counter(labels[i] for i in assignment[name]).most_common()) for name in SPLITS},
-        "pii_redacted": dict(pii.most_common()),
-        "duplicate_clusters": len(clusters),
-        "largest_duplicate_clusters": [{"kept": k, "dropped": v} for k, v in sorted(clusters.items(), key=lambda kv: -len(kv[1]))[:20]],
-        "leakage": _leakage(assignment, keys),
-        "tokens": _token_summary(assignment, lengths, cfg.max_tokens, truncated),
-    }
+    assignment = split_indices(tally.labels, cfg.val_ratio, test_ratio, cfg.seed)
+    counts = _write_splits(out, spool_path, assignment, frozen)
+    if tally.rows_in != counts["train"] + counts["val"] + counts["test"] - len(frozen) + sum(tally.rules.values()):
+        raise RuntimeError(f"bug: rows were lost between input and output ({tally.rows_in} in, {counts} + rejected)")
+    report = {"inputs": [str(p) for p in inputs], **tally.report(assignment, counts, len(frozen), cfg.max_tokens)}
     outputs = [out / f"{name}.jsonl" for name in (*SPLITS, "rejected")]
-    outputs += write_report(report, out, assignment, lengths, model)
+    tokenizer = processor.check_length.tokenizer if processor.check_length else None
+    outputs += write_report(report, out, assignment, tally.lengths, tokenizer)
     if cfg.review_sample:
         outputs += write_review(out, cfg.review_sample, cfg.seed)
     write_json(out / "report.json", report)
@@ -126,6 +92,64 @@ def prepare(inputs: list[Path], out: Path, cfg: DataConfig, task: TaskConfig, mo
         extra={"task": task.model_dump(mode="json"), "model": model.model_dump() if model else None, "report": report},
     )
     return report
+
+
+@dataclass
+class Tally:
+    """What the pass over the rows counts and keeps for the split and the report (no row texts)."""
+
+    rows_in: int = 0
+    truncated: int = 0
+    forms: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    pii: Counter = field(default_factory=Counter)
+    rules: Counter = field(default_factory=Counter)
+    clusters: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    labels: list[str | None] = field(default_factory=list)
+    lengths: list[int | None] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+
+    def keep(self, result) -> None:
+        self.forms[result.source][result.form] += 1
+        if result.pii:
+            self.pii.update(result.pii)
+        self.labels.append(result.label)
+        self.lengths.append(result.length)
+        self.keys.append(result.key)
+        self.truncated += result.truncated
+
+    def report(self, assignment: dict[str, list[int]], counts: dict[str, int], n_frozen: int, max_tokens: int | None) -> dict:
+        largest = sorted(self.clusters.items(), key=lambda item: -len(item[1]))[:20]
+        return {
+            "forms": {source: dict(by_form) for source, by_form in self.forms.items()},
+            "rows_in": self.rows_in, "kept": len(self.labels), "rejected": sum(self.rules.values()),
+            "rejected_by_rule": dict(self.rules.most_common()),
+            "splits": counts, "frozen_test_rows": n_frozen,
+            "labels": {name: dict(Counter(self.labels[i] for i in assignment[name]).most_common()) for name in SPLITS},
+            "pii_redacted": dict(self.pii.most_common()),
+            "duplicate_clusters": len(self.clusters),
+            "largest_duplicate_clusters": [{"kept": kept, "dropped": dropped} for kept, dropped in largest],
+            "leakage": _leakage(assignment, self.keys),
+            "tokens": _token_summary(assignment, self.lengths, max_tokens, self.truncated),
+        }
+
+
+def _write_splits(out: Path, spool_path: Path, assignment: dict[str, list[int]], frozen: list[dict]) -> dict[str, int]:
+    """Copy each spooled row to its split file (then the frozen test rows); returns rows per split."""
+    split_of = {i: name for name, indices in assignment.items() for i in indices}
+    handles = {name: open(out / f"{name}.jsonl", "w") for name in SPLITS}
+    try:
+        with open(spool_path) as spool:
+            for i, line in enumerate(spool):
+                handles[split_of[i]].write(line)
+        for row in frozen:
+            handles["test"].write(json.dumps(row, ensure_ascii=False) + "\n")
+    finally:
+        for handle in handles.values():
+            handle.close()
+    spool_path.unlink()
+    counts = {name: len(assignment[name]) for name in SPLITS}
+    counts["test"] += len(frozen)
+    return counts
 
 
 def _drop_if_duplicate(result, cfg: DataConfig, seen: dict[str, str], near: NearDuplicateIndex | None, clusters: dict) -> None:

@@ -11,14 +11,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tuneloop.config import ModelConfig  # noqa: E402
-from tuneloop.models import load_tokenizer  # noqa: E402
 from tuneloop.models.chat import IGNORE, encode_chat  # noqa: E402
 
 
-def write_report(report: dict, out: Path, assignment: dict[str, list[int]], lengths: list, model: ModelConfig | None) -> list[Path]:
-    """Write report.html (+ PNGs); also adds the rendered examples to `report`. Returns the files written."""
-    tokenizer = load_tokenizer(model.name) if model else None
+def write_report(report: dict, out: Path, assignment: dict[str, list[int]], lengths: list, tokenizer) -> list[Path]:
+    """Write report.html (+ PNGs); also adds the rendered examples to `report` (rendered with the model's
+    tokenizer when there is one). Returns the files written."""
     written = []
     if lengths and lengths[0] is not None:
         written.append(_plot_lengths(assignment, lengths, report["tokens"].get("max_tokens"), out / "token_lengths.png"))

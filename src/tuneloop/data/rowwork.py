@@ -121,11 +121,6 @@ _processor: RowProcessor | None = None
 CHUNK = 2000
 
 
-def _init(cfg: DataConfig, task: TaskConfig, model: ModelConfig | None) -> None:
-    global _processor
-    _processor = RowProcessor(cfg, task, model)
-
-
 def _work(chunk: list[RawRow]) -> list[Outcome]:
     results = [_processor(raw) for raw in chunk]
     for result in results:
@@ -133,18 +128,22 @@ def _work(chunk: list[RawRow]) -> list[Outcome]:
     return results
 
 
-def process_rows(rows: Iterable[RawRow], cfg: DataConfig, task: TaskConfig, model: ModelConfig | None, workers: int) -> Iterator[Outcome]:
+def process_rows(rows: Iterable[RawRow], processor: RowProcessor, workers: int) -> Iterator[Outcome]:
     """Outcomes in input order; `workers` > 1 spreads chunks over that many processes."""
     if workers <= 1:
-        processor = RowProcessor(cfg, task, model)
         yield from map(processor, rows)
         return
+    global _processor
+    # fork: the workers inherit the processor (its tokenizer and patterns loaded once, here) and the
+    # imported modules, instead of loading them again.
+    _processor = processor
     iterator = iter(rows)
     chunks = iter(lambda: list(islice(iterator, CHUNK)), [])
-    # fork: workers inherit the imported modules instead of importing them again (seconds with torch).
-    with mp.get_context("fork").Pool(workers, initializer=_init, initargs=(cfg, task, model)) as pool:
-        for results in pool.imap(_work, chunks):
-            yield from results
+    try:
+        with mp.get_context("fork").Pool(workers) as pool:
+            yield from (result for results in pool.imap(_work, chunks) for result in results)
+    finally:
+        _processor = None
 
 
 def default_workers(total_bytes: int) -> int:

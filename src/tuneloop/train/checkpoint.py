@@ -1,0 +1,77 @@
+"""Checkpoints that resume exactly: adapter, optimizer, scheduler, RNG and position in the data.
+
+A checkpoint is written to a hidden temporary folder and renamed into place when complete, so a run
+killed mid-write never leaves a folder that resume would pick. The last `keep_last` checkpoints are
+kept, plus the best one by validation loss (its step is recorded in `best.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file
+
+PREFIX = "step-"
+
+
+def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, records: list[dict]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{PREFIX}{step:07d}"
+    tmp = root / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp / "adapter")
+    torch.save({
+        "step": step,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()},
+        "records": records,
+    }, tmp / "state.pt")
+    shutil.rmtree(final, ignore_errors=True)  # a re-run of the same step replaces it whole
+    os.replace(tmp, final)
+    return final
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    done = sorted(p for p in root.glob(f"{PREFIX}*") if p.is_dir() and (p / "state.pt").is_file()) if root.is_dir() else []
+    return done[-1] if done else None
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[dict]]:
+    """Restore everything a checkpoint holds; returns (step, metric records so far)."""
+    set_peft_model_state_dict(model, load_file(path / "adapter" / "adapter_model.safetensors"))
+    state = torch.load(path / "state.pt", weights_only=False)  # our own file: it holds RNG tuples
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    random.setstate(state["rng"]["python"])
+    np.random.set_state(state["rng"]["numpy"])
+    return state["step"], state["records"]
+
+
+def mark_best(root: Path, step: int, val_loss: float) -> None:
+    (root / "best.json").write_text(json.dumps({"step": step, "val_loss": val_loss}))
+
+
+def best_checkpoint(root: Path) -> Path | None:
+    marker = root / "best.json"
+    if not marker.is_file():
+        return None
+    path = root / f"{PREFIX}{json.loads(marker.read_text())['step']:07d}"
+    return path if path.is_dir() else None
+
+
+def prune(root: Path, keep_last: int) -> None:
+    """Delete all but the last `keep_last` checkpoints and the best one."""
+    best = best_checkpoint(root)
+    done = sorted(p for p in root.glob(f"{PREFIX}*") if p.is_dir())
+    for path in done[:-keep_last] if keep_last else done:
+        if path != best:
+            shutil.rmtree(path)
