@@ -56,7 +56,7 @@ class AnswerChecker:
 class LengthChecker:
     """Token length with the target model's chat template, and whether the row was truncated or must go."""
 
-    def __init__(self, model: ModelConfig, max_tokens: int | None, over_length: str, task: TaskConfig):
+    def __init__(self, model: ModelConfig, max_tokens: int | None, over_length: str):
         from tuneloop.models import load_tokenizer
 
         self.tokenizer = load_tokenizer(model.name)

@@ -17,7 +17,6 @@ from typing import Any
 from tuneloop.config import FieldNames
 from tuneloop.data.validate import Rejection, check_messages, check_text
 
-FORMS = ("messages", "prompt_completion", "alpaca", "preference")
 EXTRA_KEYS = {"metadata", "id"}  # carried along by many exporters; never trained on
 
 

@@ -34,7 +34,6 @@ class Outcome:
     line: int
     # Kept rows: the canonical row as a JSON line, its keys for deduplication, its label and length.
     row_json: str | None = None
-    dedup_text: str | None = None
     key: str | None = None
     sketch: object = None
     label: str | None = None
@@ -53,7 +52,7 @@ class RowProcessor:
         pii = cfg.pii
         self.redactor = Redactor(**({"types": pii.types} if pii.types else {}), placeholders=pii.placeholders) if pii.enabled else None
         self.check_answer = AnswerChecker(task, cfg.allowed_labels)
-        self.check_length = LengthChecker(model, cfg.max_tokens, cfg.over_length, task) if model else None
+        self.check_length = LengthChecker(model, cfg.max_tokens, cfg.over_length) if model else None
         # Same arguments in every process give the same permutations, so sketches are comparable.
         self.sketcher = NearDuplicateIndex(cfg.dedup.threshold, num_perm=NUM_PERM) if cfg.dedup.near else None
 
@@ -96,10 +95,10 @@ class RowProcessor:
         if problem:
             return reject(problem.rule, problem.reason, problem.field, value)
 
-        result.dedup_text = dedup_text(row)
-        result.key = exact_key(result.dedup_text)
+        text = dedup_text(row)
+        result.key = exact_key(text)
         if self.sketcher is not None:
-            result.sketch = self.sketcher.sketch(result.dedup_text)
+            result.sketch = self.sketcher.sketch(text)
         row["metadata"] = {"source": raw.source, "line": raw.line}
         result.row_json = orjson.dumps(row).decode()
         return result
@@ -122,10 +121,7 @@ CHUNK = 2000
 
 
 def _work(chunk: list[RawRow]) -> list[Outcome]:
-    results = [_processor(raw) for raw in chunk]
-    for result in results:
-        result.dedup_text = None  # the main process needs only the key and the sketch
-    return results
+    return [_processor(raw) for raw in chunk]
 
 
 def process_rows(rows: Iterable[RawRow], processor: RowProcessor, workers: int) -> Iterator[Outcome]:

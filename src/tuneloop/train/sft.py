@@ -41,8 +41,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, r
     # --- setup -------------------------------------------------------------------------------
     tokenizer = load_tokenizer(model_cfg.name)
     model = _lora_model(model_cfg, cfg)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    params = [p for p in model.parameters() if p.requires_grad]
+    trainable, total = sum(p.numel() for p in params), sum(p.numel() for p in model.parameters())
 
     train_set = _encode(tokenizer, data_dir / "train.jsonl", cfg.max_seq_len)
     val_set = _encode(tokenizer, data_dir / "val.jsonl", cfg.max_seq_len) if (data_dir / "val.jsonl").is_file() else []
@@ -54,10 +54,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, r
 
     steps_per_epoch = math.ceil(math.ceil(len(train_set) / cfg.batch_size) / cfg.grad_accum)
     total_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
-    params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    schedule = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.scheduler]
-    scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps), num_training_steps=total_steps)
+    scheduler = _scheduler(cfg, optimizer, total_steps)
     console.print(
         f"train: {len(train_set)} examples, {total_steps} steps of {cfg.batch_size}x{cfg.grad_accum}, "
         f"LoRA r={cfg.lora.r}: {trainable:,} trainable of {total:,} parameters"
@@ -78,11 +76,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, r
             group = [next(micro_batches) for _ in range(cfg.grad_accum)]
             record = {"step": step, **_optimizer_step(model, group, params, optimizer, scheduler, cfg.max_grad_norm)}
             if not math.isfinite(record["train_loss"]):
-                last = latest_checkpoint(checkpoints)
-                raise TuneloopError(
-                    f"training loss became {record['train_loss']} at step {step}; stopped before updating the weights. "
-                    f"Last good checkpoint: {last or 'none (set train.save_every)'}. Lower train.learning_rate and resume."
-                )
+                raise _non_finite_loss(record, checkpoints)
             if val_set and ((cfg.eval_every and step % cfg.eval_every == 0) or step == total_steps):
                 record["val_loss"] = _validation_loss(model, val_set, cfg.batch_size, tokenizer.pad_token_id)
             records.append(record)
@@ -115,6 +109,20 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, r
         parent=data_dir, extra={"model": model_cfg.model_dump(), "summary": summary, "task": _task_of(data_dir)},
     )
     return summary
+
+
+def _scheduler(cfg: TrainConfig, optimizer, total_steps: int):
+    """Warmup, then cosine or linear decay to zero, or a constant learning rate."""
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.scheduler]
+    return get_scheduler(name, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps), num_training_steps=total_steps)
+
+
+def _non_finite_loss(record: dict, checkpoints: Path) -> TuneloopError:
+    last = latest_checkpoint(checkpoints)
+    return TuneloopError(
+        f"training loss became {record['train_loss']} at step {record['step']}; stopped before updating the weights. "
+        f"Last good checkpoint: {last or 'none (set train.save_every)'}. Lower train.learning_rate and resume."
+    )
 
 
 def _lora_model(model_cfg: ModelConfig, cfg: TrainConfig):
