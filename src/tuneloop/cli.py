@@ -79,17 +79,24 @@ def train_cmd(
     data: Annotated[Path, typer.Option("--data", help="Directory written by `tuneloop data prepare`.")],
     out: Out = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the pre-flight estimate and measured speed; do not train.")] = False,
     as_json: Json = False,
 ) -> None:
-    """Fine-tune with LoRA on a prepared data directory."""
-    from tuneloop.train.sft import train
+    """Fine-tune (LoRA, DoRA, QLoRA or full; SFT or DPO) on a prepared data directory.
+
+    Runs data-parallel when started by `torchrun` or `accelerate launch`."""
+    from tuneloop.train.trainer import train
 
     _quiet_libraries()
     cfg = load_config(config)
     read_manifest(data)
     if resume and out is None:
         raise TuneloopError("--resume needs --out: the run directory whose checkpoints to continue from")
-    summary = train(cfg.train, cfg.model, data, out or new_run_dir(Path("runs"), f"{cfg.name}-train"), resume=resume)
+    if out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise TuneloopError("under torchrun / accelerate launch, give --out: every process must write to the same run directory")
+    if out is None:
+        out = Path("runs") / "dry-run" if dry_run else new_run_dir(Path("runs"), f"{cfg.name}-train")  # a dry run writes nothing
+    summary = train(cfg.train, cfg.model, data, out, resume=resume, dry_run=dry_run)
     _emit(summary, as_json)
 
 

@@ -170,9 +170,29 @@ class EarlyStopping(Strict):
     min_delta: float = Field(0.0, ge=0)
 
 
+class DpoConfig(Strict):
+    # Strength of the pull towards the reference model (the base with adapters off); TRL's default.
+    beta: float = Field(0.1, gt=0)
+
+
 class TrainConfig(Strict):
-    method: Literal["lora"] = "lora"
+    # lora: adapters on a frozen base; dora: weight-decomposed LoRA; qlora: LoRA on a 4-bit NF4 base
+    # (CUDA only); full: every weight trained (use a learning rate around 1e-5..1e-4).
+    method: Literal["lora", "dora", "qlora", "full"] = "lora"
+    # sft: next-token loss on answers; dpo: direct preference optimisation on chosen/rejected pairs.
+    objective: Literal["sft", "dpo"] = "sft"
+    dpo: DpoConfig = DpoConfig()
     lora: LoraConfig = LoraConfig()
+    # Which tokens carry the SFT loss: the assistant answers (default) or every token of the conversation.
+    loss_on: Literal["answers", "all"] = "answers"
+    # auto: bf16 mixed precision on a GPU that supports it, fp32 otherwise.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # Recompute activations in the backward pass to save memory; None = only when the pre-flight
+    # estimate says the run would not fit otherwise (it costs ~20% speed).
+    gradient_checkpointing: bool | None = None
+    # Refuse to start when the estimated peak exceeds this many GiB; None = the memory available now.
+    memory_limit_gb: float | None = Field(None, gt=0)
+    tensorboard: bool = True
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, gt=0)
     batch_size: int = Field(8, gt=0)

@@ -18,7 +18,7 @@ from tuneloop.eval.evaluate import evaluate
 from tuneloop.models import resolve_model
 from tuneloop.registry.lineage import register_run
 from tuneloop.registry.store import Registry
-from tuneloop.train.sft import train
+from tuneloop.train.trainer import train
 from tuneloop.ui import console
 
 

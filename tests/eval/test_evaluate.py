@@ -9,7 +9,7 @@ from tuneloop.config import EvalConfig, ModelConfig, ObjectiveConfig, TaskConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.eval.evaluate import check_gates, evaluate
 from tuneloop.eval.metrics import aggregate, score
-from tuneloop.train.sft import train
+from tuneloop.train.trainer import train
 
 TASK = TaskConfig(
     output_schema={"type": "object", "required": ["category"], "properties": {"category": {"enum": ["billing", "shipping"]}}},

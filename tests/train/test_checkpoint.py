@@ -16,7 +16,7 @@ from tests.conftest import ticket_rows, write_jsonl
 from tuneloop.config import EarlyStopping, LoraConfig, ModelConfig, TrainConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.train.checkpoint import latest_checkpoint
-from tuneloop.train.sft import train
+from tuneloop.train.trainer import train
 
 STEPS = 40
 # Dropout on, so that resuming must restore the RNG too, not only weights and optimizer.
@@ -26,7 +26,7 @@ CHILD = """
 import sys
 from pathlib import Path
 from tuneloop.config import ModelConfig, TrainConfig
-from tuneloop.train.sft import train
+from tuneloop.train.trainer import train
 cfg = TrainConfig.model_validate({cfg})
 train(cfg, ModelConfig(name=sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), resume=sys.argv[4] == "resume")
 """
@@ -78,7 +78,7 @@ def test_early_stopping_exports_the_best_checkpoint(tmp_path, data_dir, tiny_mod
     assert summary["best_step"] == best_step and summary["best_val_loss"] == pytest.approx(best_val)
     assert [s for s, _ in val][-2:] == [best_step + 2, best_step + 4]  # stopped after `patience` worse evaluations
     exported = load_file(tmp_path / "run" / "adapter" / "adapter_model.safetensors")
-    best = load_file(tmp_path / "run" / "checkpoints" / f"step-{best_step:07d}" / "adapter" / "adapter_model.safetensors")
+    best = load_file(tmp_path / "run" / "checkpoints" / f"step-{best_step:07d}" / "weights" / "adapter_model.safetensors")
     assert all(torch.equal(exported[k], best[k]) for k in best)
 
 

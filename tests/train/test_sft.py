@@ -12,7 +12,7 @@ from tuneloop.config import LoraConfig, ModelConfig, TrainConfig
 from tuneloop.models import encode_chat, load_model
 from tuneloop.train.batching import collate
 from tuneloop.train.loss import answer_loss_sum
-from tuneloop.train.sft import train
+from tuneloop.train.trainer import train
 
 
 def test_training_writes_a_peft_adapter_that_learned(tmp_path, data_dir, tiny_model_dir):

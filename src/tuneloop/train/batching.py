@@ -9,18 +9,18 @@ import torch
 from tuneloop.models.chat import IGNORE, Encoded
 
 
-def length_grouped_batches(examples: list[Encoded], batch_size: int, seed: int) -> list[list[int]]:
+def length_grouped_batches(lengths: list[int], batch_size: int, seed: int) -> list[list[int]]:
     """Shuffle, sort within windows of 50 batches by length, cut into batches, shuffle the batches.
 
     Sorting only inside a window keeps batch order random while batches stay length-homogeneous.
     """
     rng = random.Random(seed)
-    order = list(range(len(examples)))
+    order = list(range(len(lengths)))
     rng.shuffle(order)
     window = batch_size * 50
     batches = []
     for start in range(0, len(order), window):
-        chunk = sorted(order[start : start + window], key=lambda i: len(examples[i].input_ids))
+        chunk = sorted(order[start : start + window], key=lengths.__getitem__)
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches

@@ -1,4 +1,6 @@
-"""Checkpoints that resume exactly: adapter, optimizer, scheduler, RNG and position in the data.
+"""Checkpoints that resume exactly: weights, optimizer, scheduler, RNG and position in the data.
+
+Weights are the PEFT adapter folder for adapter methods, or `model.safetensors` for full fine-tuning.
 
 A checkpoint is written to a hidden temporary folder and renamed into place when complete, so a run
 killed mid-write never leaves a folder that resume would pick. The last `keep_last` checkpoints are
@@ -15,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from peft import set_peft_model_state_dict
-from safetensors.torch import load_file
+from peft import PeftModel, set_peft_model_state_dict
+from safetensors.torch import load_file, load_model, save_model
 
 PREFIX = "step-"
 
@@ -26,12 +28,13 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, records:
     final = root / f"{PREFIX}{step:07d}"
     tmp = root / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp / "adapter")
+    save_weights(model, tmp / "weights")
     torch.save({
         "step": step,
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()},
+        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
         "records": records,
     }, tmp / "state.pt")
     shutil.rmtree(final, ignore_errors=True)  # a re-run of the same step replaces it whole
@@ -46,14 +49,31 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[dict]]:
     """Restore everything a checkpoint holds; returns (step, metric records so far)."""
-    set_peft_model_state_dict(model, load_file(path / "adapter" / "adapter_model.safetensors"))
+    load_weights(model, path / "weights")
     state = torch.load(path / "state.pt", weights_only=False)  # our own file: it holds RNG tuples
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"]["torch"])
     random.setstate(state["rng"]["python"])
     np.random.set_state(state["rng"]["numpy"])
+    if state["rng"].get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     return state["step"], state["records"]
+
+
+def save_weights(model, folder: Path) -> None:
+    if isinstance(model, PeftModel):
+        model.save_pretrained(folder)
+    else:  # save_model handles tied tensors (embeddings shared with the output head)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_model(model, str(folder / "model.safetensors"))
+
+
+def load_weights(model, folder: Path) -> None:
+    if isinstance(model, PeftModel):
+        set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors", device=str(model.device)))
+    else:
+        load_model(model, str(folder / "model.safetensors"), device=str(model.device))
 
 
 def mark_best(root: Path, step: int, val_loss: float) -> None:

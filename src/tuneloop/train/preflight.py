@@ -1,0 +1,138 @@
+"""Pre-flight estimate: parameters, trainable parameters, peak memory and tokens, before any weights load.
+
+The model is built on the meta device from its config (no memory, no weights read), so a run that
+cannot fit is refused in seconds instead of failing with out-of-memory after loading gigabytes.
+The memory model is the usual one (weights + gradients + AdamW state + activations + logits) with
+activation sizes for a Llama-style decoder block; it errs on the high side and is a guide, not a
+guarantee. The time estimate comes from timing a few real micro-batches (`measure_speed`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from tuneloop.config import TrainConfig
+from tuneloop.errors import TuneloopError
+from tuneloop.models.resolve import resolve_model
+
+GiB = 1024**3
+RUNTIME_BYTES = 0.7 * GiB  # python + torch + transformers (CPU RSS) or the CUDA context
+
+
+@dataclass
+class Estimate:
+    params: int
+    trainable: int
+    weights_gb: float
+    training_state_gb: float  # gradients + AdamW moments (+ fp32 master weights for full)
+    activations_gb: float
+    peak_gb: float
+    available_gb: float
+    gradient_checkpointing: bool
+    tokens_per_epoch: int
+    steps: int
+
+    def summary(self) -> str:
+        return (
+            f"pre-flight: {self.params:,} parameters, {self.trainable:,} trainable; estimated peak memory "
+            f"{self.peak_gb:.1f} GiB (weights {self.weights_gb:.2f}, gradients+optimizer {self.training_state_gb:.2f}, "
+            f"activations {self.activations_gb:.2f}) of {self.available_gb:.1f} GiB available"
+            f"{', with gradient checkpointing' if self.gradient_checkpointing else ''}; "
+            f"{self.tokens_per_epoch:,} tokens per epoch, {self.steps} optimizer steps"
+        )
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def estimate(model_name: str, cfg: TrainConfig, device: torch.device, bf16: bool, *, longest: int,
+             longest_target: int, tokens_per_epoch: int, steps: int, rows_per_example: int = 1) -> Estimate:
+    """Estimate peak memory for one micro-batch of the longest examples; decide gradient checkpointing
+    when the config leaves it open; refuse (TuneloopError) when even that does not fit."""
+    config = AutoConfig.from_pretrained(resolve_model(model_name))
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    params = sum(p.numel() for p in model.parameters())
+    trainable = params if cfg.method == "full" else _adapter_params(model, cfg)
+    available = cfg.memory_limit_gb * GiB if cfg.memory_limit_gb else _available_bytes(device)
+
+    act_bytes = 2 if bf16 else 4
+    if cfg.method == "qlora":  # 4-bit linear weights (+ scales), embeddings and norms in 16 bits
+        linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+        weights = linear * 0.55 + (params - linear) * 2
+    elif cfg.method == "full":
+        weights = params * 4
+    else:
+        weights = params * act_bytes
+    state = trainable * (4 + 8) + (trainable * 4 if cfg.method != "full" else 0)  # grads + AdamW (+ fp32 adapters)
+
+    tokens = cfg.batch_size * rows_per_example * min(longest, cfg.max_seq_len)
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    inter = getattr(config, "intermediate_size", 4 * hidden)
+    heads = config.num_attention_heads
+    per_token_layer = (10 * hidden + 4 * inter) * act_bytes
+    # The CPU attention kernel materialises the score matrix; GPU kernels (flash / efficient) do not.
+    scores = 0 if device.type == "cuda" else cfg.batch_size * rows_per_example * heads * min(longest, cfg.max_seq_len) ** 2 * 4 * 2
+    logits = cfg.batch_size * rows_per_example * min(longest_target, cfg.max_seq_len) * config.vocab_size * 4 * 3
+
+    def activations(checkpointing: bool) -> float:
+        if checkpointing:  # layer inputs kept, one layer recomputed at a time
+            return tokens * hidden * act_bytes * layers + tokens * per_token_layer + scores / layers + logits
+        return tokens * per_token_layer * layers + scores + logits
+
+    checkpointing = bool(cfg.gradient_checkpointing)
+    peak = RUNTIME_BYTES + weights + state + activations(checkpointing)
+    if cfg.gradient_checkpointing is None and peak > available:
+        checkpointing = True
+        peak = RUNTIME_BYTES + weights + state + activations(True)
+    result = Estimate(
+        params, trainable, weights / GiB, state / GiB, activations(checkpointing) / GiB, peak / GiB, available / GiB,
+        checkpointing, tokens_per_epoch, steps,
+    )
+    if peak > available:
+        raise TuneloopError(
+            f"{result.summary()}.\nThis run would not fit in memory: lower train.batch_size (raising train.grad_accum "
+            f"keeps the effective batch), lower train.max_seq_len, use train.method 'lora' or 'qlora', "
+            f"or set train.memory_limit_gb if the estimate is wrong for this machine."
+        )
+    return result
+
+
+def measure_speed(step, micro_batches: int = 3) -> float:
+    """Seconds per micro-batch from timing `step()` a few times after one warm-up call."""
+    step()
+    tick = time.perf_counter()
+    for _ in range(micro_batches):
+        step()
+    return (time.perf_counter() - tick) / micro_batches
+
+
+def _adapter_params(model, cfg: TrainConfig) -> int:
+    """LoRA A and B for every targeted linear layer (+ one magnitude vector each for DoRA)."""
+    head = model.get_output_embeddings()
+    targets = cfg.lora.target_modules
+    total = 0
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or module is head:
+            continue
+        if targets != "all-linear" and name.rsplit(".", 1)[-1] not in targets:
+            continue
+        total += cfg.lora.r * (module.in_features + module.out_features)
+        total += module.out_features if cfg.method == "dora" else 0
+    return total
+
+
+def _available_bytes(device: torch.device) -> float:
+    if device.type == "cuda":
+        return float(torch.cuda.mem_get_info(device)[0])
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return float("inf")  # unknown platform: do not refuse on a guess

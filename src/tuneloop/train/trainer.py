@@ -1,0 +1,226 @@
+"""`tuneloop train`: our own training loop over PyTorch + transformers + peft, in the spirit of a torchtune recipe.
+
+Reads top to bottom: setup (placement, tokenizer, objective and data, pre-flight estimate, model)
+-> loop (micro-batches, backward, gradient sum across ranks, clip, step, log, validate, checkpoint,
+early stop) -> save (adapter or model folder, metrics.jsonl, loss.png, TensorBoard, manifest.json).
+The objective (SFT or DPO) supplies batches, the loss and validation; the method (LoRA, DoRA,
+QLoRA, full) decides which weights train. Under `torchrun` / `accelerate launch` the same loop runs
+data-parallel (see distributed.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import resource
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from transformers import get_scheduler, set_seed
+
+from tuneloop.artifacts import read_manifest, write_manifest
+from tuneloop.config import ModelConfig, TrainConfig
+from tuneloop.errors import TuneloopError
+from tuneloop.models import load_tokenizer
+from tuneloop.train.checkpoint import best_checkpoint, latest_checkpoint, load_checkpoint, load_weights, mark_best, prune, save_checkpoint
+from tuneloop.train.distributed import World
+from tuneloop.train.dpo import Dpo
+from tuneloop.train.early_stop import EarlyStop
+from tuneloop.train.methods import build_model, placement, trainable_parameters
+from tuneloop.train.monitor import MetricsLog
+from tuneloop.train.plots import plot_losses
+from tuneloop.train.preflight import estimate, measure_speed
+from tuneloop.train.sft import Sft
+from tuneloop.ui import console, progress
+
+
+def train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, resume: bool = False, dry_run: bool = False) -> dict:
+    """Fine-tune `model_cfg.name` on `data_dir`/train.jsonl; write the result to `out`.
+
+    `resume`: continue from the latest complete checkpoint in `out`/checkpoints, exactly where it was.
+    `dry_run`: print the pre-flight estimate and the measured speed, then stop before training.
+    """
+    started = time.time()
+    world = World()
+    where = placement(cfg, world.local_rank)
+    say = console.print if world.main else (lambda *a, **k: None)
+    set_seed(cfg.seed)
+
+    # --- setup -------------------------------------------------------------------------------
+    tokenizer = load_tokenizer(model_cfg.name)
+    objective = Dpo(tokenizer, data_dir, cfg) if cfg.objective == "dpo" else Sft(tokenizer, data_dir, cfg)
+    if objective.truncated:
+        say(f"[yellow]warning:[/] {objective.truncated} training example(s) longer than max_seq_len={cfg.max_seq_len} were truncated")
+    data = objective.stats()
+    micro_per_step = cfg.grad_accum * world.size
+    steps_per_epoch = math.ceil(math.ceil(data["examples"] / cfg.batch_size) / micro_per_step)
+    total_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
+    plan = estimate(model_cfg.name, cfg, where.device, where.bf16, longest=data["longest"], longest_target=data["longest_target"],
+                    tokens_per_epoch=data["tokens"], steps=total_steps, rows_per_example=objective.rows_per_example)
+    say(plan.summary())
+    if plan.gradient_checkpointing and not cfg.gradient_checkpointing:
+        say("[yellow]gradient checkpointing on[/]: the run would not fit without it (about 20% slower)")
+        cfg = cfg.model_copy(update={"gradient_checkpointing": True})
+    model = build_model(model_cfg, cfg, where)
+    if cfg.objective == "dpo" and cfg.method == "full":  # no adapters to switch off: keep a frozen copy
+        objective.frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    params = trainable_parameters(model)
+    if dry_run:
+        return _dry_run(objective, model, plan, total_steps * micro_per_step * cfg.batch_size, data, world, where, say)
+
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=where.device.type == "cuda")
+    scheduler = _scheduler(cfg, optimizer, total_steps)
+    say(f"train: {cfg.method} {cfg.objective}, {data['examples']} examples, {total_steps} steps of "
+        f"{cfg.batch_size}x{cfg.grad_accum}{f'x{world.size} ranks' if world.size > 1 else ''} on {where.device}"
+        f"{' (bf16)' if where.bf16 else ''}")
+
+    # --- loop --------------------------------------------------------------------------------
+    checkpoints = out / "checkpoints"
+    done, records = _resume(checkpoints, model, optimizer, scheduler, say) if resume else (0, [])
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
+    log = MetricsLog(out, records, cfg.tensorboard) if world.main else None
+    watch = EarlyStop(cfg.early_stopping, records)
+    checkpointing = world.main and bool(cfg.save_every or cfg.early_stopping.patience)
+    stream = _micro_batches(objective, skip=done * micro_per_step)
+    with progress() as bar:
+        task = bar.add_task("train", total=total_steps, completed=done, info="", visible=world.main)
+        for step in range(done + 1, total_steps + 1):
+            group = [next(stream) for _ in range(micro_per_step)][world.rank :: world.size]
+            record = {"step": step, **_optimizer_step(objective, model, group, params, optimizer, scheduler, cfg, world, where)}
+            if not math.isfinite(record["train_loss"]):
+                raise _non_finite_loss(record, checkpoints)
+            if objective.val_set and ((cfg.eval_every and step % cfg.eval_every == 0) or step == total_steps):
+                model.eval()
+                record.update(objective.validate(model, world, where))
+                model.train()
+            records.append(record)
+            if log:
+                log.write(record)
+            improved = watch.update(record)
+            if checkpointing and (improved or (cfg.save_every and step % cfg.save_every == 0)):
+                save_checkpoint(checkpoints, step, model, optimizer, scheduler, records)
+                if improved:
+                    mark_best(checkpoints, step, record["val_loss"])
+                prune(checkpoints, cfg.keep_last)
+            bar.update(task, advance=1, info=f"loss {record['train_loss']:.3f} · {record.get('tokens_per_s', 0):,.0f} tok/s")
+            if watch.should_stop:
+                say(f"early stop at step {step}: no validation improvement in {watch.bad} evaluations")
+                break
+
+    # --- save --------------------------------------------------------------------------------
+    summary = _summary(cfg, records, data, plan, watch, done, started)
+    if world.main:
+        weights = out / ("adapter" if isinstance(model, PeftModel) else "model")
+        best = _export(model, tokenizer, checkpoints if cfg.early_stopping.patience else None, weights)
+        summary["best_step"] = int(best.name.removeprefix("step-")) if best else None
+        log.close()
+        plot_losses(records, out / "loss.png")
+        write_manifest(
+            out, "train", cfg, inputs={"train": data_dir / "train.jsonl"},
+            outputs=[weights, log.path, out / "loss.png"], seed=cfg.seed, started=started,
+            parent=data_dir, extra={"model": model_cfg.model_dump(), "summary": summary, "task": _task_of(data_dir)},
+        )
+    world.close()
+    return summary
+
+
+def _optimizer_step(objective, model, group: list[dict], params: list, optimizer, scheduler, cfg: TrainConfig, world, where) -> dict:
+    """Forward/backward over this rank's micro-batches, sum gradients over ranks, clip, step."""
+    tick = time.perf_counter()
+    stats = objective.step(model, group, world, where)
+    world.sum_gradients(params)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+    tokens = stats.pop("tokens")
+    if not (math.isfinite(stats["train_loss"]) and math.isfinite(grad_norm)):
+        optimizer.zero_grad(set_to_none=True)  # never apply a step computed from inf/nan
+        return {**stats, "train_loss": stats["train_loss"] if not math.isfinite(stats["train_loss"]) else float("nan"), "grad_norm": grad_norm}
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {**stats, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm, "tokens_per_s": tokens / (time.perf_counter() - tick)}
+
+
+def _micro_batches(objective, skip: int = 0):
+    """Endless stream of collated micro-batches, reshuffled every epoch; the first `skip` are passed
+    over without collating (a resumed run continues at the same place in the same order)."""
+    epoch = 0
+    while True:
+        for examples in objective.batches(epoch):
+            if skip:
+                skip -= 1
+                continue
+            yield objective.collate(examples)
+        epoch += 1
+
+
+def _scheduler(cfg: TrainConfig, optimizer, total_steps: int):
+    """Warmup, then cosine or linear decay to zero, or a constant learning rate."""
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.scheduler]
+    return get_scheduler(name, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps), num_training_steps=total_steps)
+
+
+def _dry_run(objective, model, plan, examples_total: int, data: dict, world, where, say) -> dict:
+    """Time a few real micro-batches (forward + backward, no update) to estimate the run's duration."""
+    first = objective.batches(0)[0]
+    batch = objective.collate(first)
+    seconds = measure_speed(lambda: (objective.step(model, [batch], world, where), model.zero_grad(set_to_none=True)))
+    estimated = seconds / len(first) * examples_total / world.size
+    say(f"dry run: {seconds:.2f} s per micro-batch of {len(first)}; estimated training time {estimated / 60:.1f} min")
+    return {"dry_run": True, **plan.as_dict(), "seconds_per_micro_batch": round(seconds, 3), "estimated_seconds": round(estimated, 1), **data}
+
+
+def _export(model, tokenizer, checkpoints: Path | None, target: Path) -> Path | None:
+    """Write the adapter (or full model) to `target`: the best checkpoint's weights when early
+    stopping chose one, else the current weights. Returns the best checkpoint used, if any."""
+    best = best_checkpoint(checkpoints) if checkpoints is not None else None
+    if best is not None:
+        load_weights(model, best / "weights")
+    shutil.rmtree(target, ignore_errors=True)
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return best
+
+
+def _summary(cfg: TrainConfig, records: list[dict], data: dict, plan, watch: EarlyStop, done: int, started: float) -> dict:
+    last = records[-1]
+    speeds = [r["tokens_per_s"] for r in records[1:] if "tokens_per_s" in r] or [records[0].get("tokens_per_s", 0)]
+    peak = torch.cuda.max_memory_allocated() / 1024**3 if torch.cuda.is_available() else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    return {
+        "method": cfg.method, "objective": cfg.objective, "steps": last["step"], "examples": data["examples"],
+        "trainable_params": plan.trainable, "first_loss": records[0]["train_loss"], "final_loss": last["train_loss"],
+        "val_loss": last.get("val_loss"), "best_val_loss": None if math.isinf(watch.best) else watch.best,
+        "stopped_early": watch.should_stop, "resumed_from": done or None,
+        "tokens_per_s": round(sum(speeds) / len(speeds), 1), "peak_memory_gb": round(peak, 2),
+        "estimated_peak_gb": round(plan.peak_gb, 2), "wall_s": round(time.time() - started, 1),
+        **{k: v for k, v in last.items() if "reward" in k},
+    }
+
+
+def _non_finite_loss(record: dict, checkpoints: Path) -> TuneloopError:
+    last = latest_checkpoint(checkpoints)
+    return TuneloopError(
+        f"training loss became {record['train_loss']} at step {record['step']}; stopped before updating the weights. "
+        f"Last good checkpoint: {last or 'none (set train.save_every)'}. Lower train.learning_rate and resume."
+    )
+
+
+def _resume(checkpoints: Path, model, optimizer, scheduler, say) -> tuple[int, list[dict]]:
+    last = latest_checkpoint(checkpoints)
+    if last is None:
+        say(f"[yellow]no checkpoint in {checkpoints}: starting from step 0[/]")
+        return 0, []
+    step, records = load_checkpoint(last, model, optimizer, scheduler)
+    say(f"resuming from {last} (step {step})")
+    return step, records
+
+
+def _task_of(data_dir: Path) -> dict | None:
+    """Carry the task (system prompt, schema) forward so serving can reproduce training prompts."""
+    try:
+        return read_manifest(data_dir).get("task")
+    except TuneloopError:
+        return None
