@@ -32,7 +32,9 @@ def _isolated_home(tmp_path, monkeypatch):
 def tokenizer():
     from tuneloop.models import load_tokenizer
 
-    return load_tokenizer("smollm2-135m-instruct")
+    # A folder with the SmolLM2 tokenizer files can stand in for the embedded model (GPU machines
+    # where only the tokenizer travels).
+    return load_tokenizer(os.environ.get("TUNELOOP_TEST_TOKENIZER", "smollm2-135m-instruct"))
 
 
 @pytest.fixture(scope="session")

@@ -66,13 +66,12 @@ def build_model(model_cfg: ModelConfig, cfg: TrainConfig, where: Placement):
         )
         model = AutoModelForCausalLM.from_pretrained(source, quantization_config=quant, device_map={"": where.device})
         # Norms and the head in fp32, input grads enabled: what peft needs to train on a k-bit base.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(cfg.gradient_checkpointing))
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
         dtype = torch.bfloat16 if where.bf16 else torch.float32
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(where.device)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        _enable_activation_checkpointing(model)
     if cfg.method in ADAPTER_METHODS:
         model = get_peft_model(model, PeftLoraConfig(
             r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
@@ -84,3 +83,13 @@ def build_model(model_cfg: ModelConfig, cfg: TrainConfig, where: Placement):
 
 def trainable_parameters(model) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def _enable_activation_checkpointing(model) -> None:
+    """Recompute each decoder layer in the backward pass (the one version shim: transformers renamed it)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.enable_input_require_grads()

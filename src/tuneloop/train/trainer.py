@@ -112,7 +112,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, r
                 break
 
     # --- save --------------------------------------------------------------------------------
-    summary = _summary(cfg, records, data, plan, watch, done, started)
+    summary = {**_summary(cfg, records, data, plan, watch, done, started), "device": str(where.device),
+               "precision": "bf16" if where.bf16 else "fp32", "world_size": world.size}
     if world.main:
         weights = out / ("adapter" if isinstance(model, PeftModel) else "model")
         best = _export(model, tokenizer, checkpoints if cfg.early_stopping.patience else None, weights)
