@@ -123,6 +123,23 @@ def eval_cmd(
         raise typer.Exit(1)
 
 
+def export_cmd(
+    run: Annotated[Path, typer.Argument(help="Train run directory (adapter/ or model/ inside).")],
+    out: Out = None,
+    gguf: Annotated[Optional[str], typer.Option("--gguf", help="Also write model.gguf for llama.cpp/ollama: f16 or f32.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Merge a LoRA/DoRA adapter into its base and write a plain model folder (safetensors), optionally GGUF."""
+    from tuneloop.models.export import export_run
+
+    _quiet_libraries()
+    if gguf not in (None, "f16", "f32"):
+        raise TuneloopError(f"--gguf must be f16 or f32, got '{gguf}'")
+    result = export_run(run, out or new_run_dir(Path("runs"), f"{run.name}-export"), gguf)
+    console.print(f"merged model -> {result['model']}" + (f", GGUF -> {result['gguf']}" if result["gguf"] else ""))
+    _emit(result, as_json)
+
+
 # --- registry ------------------------------------------------------------------------------------
 registry_app = typer.Typer(help="Versioned models with lineage.", no_args_is_help=True)
 RegistryUrl = Annotated[Optional[str], typer.Option("--registry", help="SQLAlchemy URL (default: sqlite under TUNELOOP_HOME).")]
@@ -242,6 +259,7 @@ VERBS = {
     "data": data_app,
     "train": train_cmd,
     "eval": eval_cmd,
+    "export": export_cmd,
     "registry": registry_app,
     "serve": serve_cmd,
     "run": run_cmd,
