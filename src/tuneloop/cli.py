@@ -113,7 +113,9 @@ def eval_cmd(
 
     _quiet_libraries()
     cfg = load_config(config)
-    adapter = model / "adapter" if model else None
+    from tuneloop.models import trained_weights
+
+    adapter = trained_weights(model) if model else None
     results = evaluate(cfg.eval, cfg.model, cfg.task, cfg.objective, data, adapter, out or new_run_dir(Path("runs"), f"{cfg.name}-eval"))
     console.print(metrics_table(results))
     _emit(results, as_json)
@@ -194,6 +196,7 @@ def serve_cmd(
     """Serve a fine-tuned model behind an OpenAI-compatible API."""
     import uvicorn
 
+    from tuneloop.models import trained_weights
     from tuneloop.serve.app import create_app
     from tuneloop.serve.engine import Engine
 
@@ -201,8 +204,9 @@ def serve_cmd(
     train_dir, name = _resolve_served(model, registry)
     manifest = read_manifest(train_dir)
     task = manifest.get("task") or {}
-    engine = Engine(manifest["model"]["name"], train_dir / "adapter", task.get("system_prompt"))
-    console.print(f"serving {name} ({manifest['model']['name']} + {train_dir / 'adapter'}) on http://{host}:{port}/v1")
+    weights = trained_weights(train_dir)
+    engine = Engine(manifest["model"]["name"], weights, task.get("system_prompt"))
+    console.print(f"serving {name} ({manifest['model']['name']} + {weights}) on http://{host}:{port}/v1")
     uvicorn.run(create_app(engine, name, api_key or _env_keys()), host=host, port=port, log_level="warning")
 
 

@@ -15,7 +15,7 @@ from tuneloop.config import PipelineConfig
 from tuneloop.data.prepare import prepare
 from tuneloop.errors import TuneloopError
 from tuneloop.eval.evaluate import evaluate
-from tuneloop.models import resolve_model
+from tuneloop.models import resolve_model, trained_weights
 from tuneloop.registry.lineage import register_run
 from tuneloop.registry.store import Registry
 from tuneloop.train.trainer import train
@@ -44,7 +44,7 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path) -> dict:
     console.print(f"loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f} (val {summary['val_loss']}) -> {train_dir / 'loss.png'}")
 
     console.rule("[bold]3/4 evaluate")
-    results = evaluate(cfg.eval, cfg.model, cfg.task, cfg.objective, data_dir, train_dir / "adapter", eval_dir)
+    results = evaluate(cfg.eval, cfg.model, cfg.task, cfg.objective, data_dir, trained_weights(train_dir), eval_dir)
     console.print(metrics_table(results))
 
     console.rule("[bold]4/4 register")

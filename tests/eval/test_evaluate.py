@@ -57,3 +57,18 @@ def test_evaluate_compares_base_and_finetuned(tmp_path, tiny_model_dir):
     assert len(samples) == 4 and set(samples[0]["outputs"]) == {"base", "finetuned"}
     assert samples[0]["reference"] == rows[16]["messages"][-1]["content"]
     assert (tmp_path / "eval" / "metrics.png").is_file() and (tmp_path / "eval" / "manifest.json").is_file()
+
+
+def test_a_full_fine_tune_is_evaluated_against_the_separately_loaded_base(tmp_path, tiny_model_dir):
+    from tuneloop.models import trained_weights
+
+    rows = ticket_rows(20)
+    write_jsonl(tmp_path / "train.jsonl", rows[:16])
+    write_jsonl(tmp_path / "test.jsonl", rows[16:])
+    model = ModelConfig(name=str(tiny_model_dir))
+    train(TrainConfig(method="full", max_steps=3, batch_size=8, learning_rate=1e-2, tensorboard=False), model, tmp_path, tmp_path / "train")
+    weights = trained_weights(tmp_path / "train")
+    assert weights.name == "model"
+    evaluate(EvalConfig(max_new_tokens=6), model, TASK, ObjectiveConfig(), tmp_path, weights, tmp_path / "eval")
+    samples = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]
+    assert any(s["outputs"]["base"] != s["outputs"]["finetuned"] for s in samples)  # two different models answered

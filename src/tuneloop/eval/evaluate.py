@@ -17,7 +17,7 @@ from tuneloop.errors import TuneloopError
 from tuneloop.eval.generate import generate
 from tuneloop.eval.metrics import aggregate, score
 from tuneloop.eval.plots import plot_metrics
-from tuneloop.models import load_model, load_tokenizer, render_prompt
+from tuneloop.models import is_full_model, load_model, load_tokenizer, render_prompt
 
 
 def evaluate(
@@ -34,8 +34,10 @@ def evaluate(
         raise TuneloopError("no system to evaluate: 'finetuned' needs a trained adapter (--model RUN_DIR)")
 
     tokenizer = load_tokenizer(model_cfg.name)
-    attached = "finetuned" in systems
+    attached = "finetuned" in systems and not is_full_model(adapter)
     model = load_model(model_cfg.name, adapter=adapter if attached else None)
+    # A full fine-tune has no adapter to switch off: the base system is the base model, loaded beside it.
+    models = {s: load_model(adapter) if s == "finetuned" and not attached else model for s in systems}
     prompts = [render_prompt(tokenizer, row["messages"][:-1]) for row in rows]
     references = [row["messages"][-1]["content"] for row in rows]
 
@@ -44,7 +46,7 @@ def evaluate(
     for system in systems:
         # The base system is the same loaded model with its adapter switched off.
         with model.disable_adapter() if system == "base" and attached else nullcontext():
-            answers = generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size, label=f"eval {system}")
+            answers = generate(models[system], tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size, label=f"eval {system}")
         per_sample = [score(answer, ref, task) for answer, ref in zip(answers, references)]
         for sample, answer, scores in zip(samples, answers, per_sample):
             sample["outputs"][system], sample["scores"][system] = answer, scores

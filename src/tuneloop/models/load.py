@@ -20,8 +20,24 @@ def load_tokenizer(ref: str | Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def trained_weights(train_dir: Path) -> Path:
+    """What a train run produced: its PEFT adapter folder, or its full model folder."""
+    for name in ("adapter", "model"):
+        if (train_dir / name).is_dir():
+            return train_dir / name
+    raise TuneloopError(f"{train_dir}: no adapter/ or model/ folder; is it a finished train run?")
+
+
+def is_full_model(weights: Path) -> bool:
+    return (weights / "config.json").is_file() and not (weights / "adapter_config.json").is_file()
+
+
 def load_model(ref: str | Path, adapter: Path | None = None, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
-    """The base model in eval mode, with the adapter attached (not merged) when one is given."""
+    """The base model in eval mode, with the adapter attached (not merged) when one is given.
+
+    `adapter` may also be a full fine-tuning run's model folder, which then replaces the base."""
+    if adapter is not None and is_full_model(Path(adapter)):
+        ref, adapter = adapter, None
     model = AutoModelForCausalLM.from_pretrained(resolve_model(ref), dtype=dtype)
     if adapter is not None:
         from peft import PeftModel
