@@ -55,3 +55,14 @@ def test_resume_needs_the_run_directory(tiny_pipeline, tmp_path):
     assert prepared.returncode == 0, prepared.stderr
     result = run("train", tiny_pipeline, "--data", tmp_path / "data", "--resume")
     assert result.returncode == 2 and "--resume needs --out" in result.stderr
+
+
+def test_train_dry_run_prints_the_estimate_and_writes_nothing(tiny_pipeline, tmp_path):
+    prepared = run("data", "prepare", tmp_path / "data.jsonl", "--out", tmp_path / "data", "--config", tiny_pipeline)
+    assert prepared.returncode == 0, prepared.stderr
+    result = run("train", tiny_pipeline, "--data", tmp_path / "data", "--dry-run", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    estimate = json.loads(result.stdout.strip().splitlines()[-1])
+    assert estimate["dry_run"] and estimate["peak_gb"] > 0 and estimate["estimated_seconds"] > 0
+    assert "pre-flight:" in result.stderr and "estimated training time" in result.stderr
+    assert not (tmp_path / "runs").exists()

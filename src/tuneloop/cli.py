@@ -282,3 +282,7 @@ def main() -> None:
     except TuneloopError as err:
         console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":  # `torchrun -m tuneloop.cli train ...` runs the module
+    main()

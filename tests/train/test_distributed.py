@@ -7,32 +7,28 @@ import sys
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
+from tuneloop.artifacts import write_manifest
 from tuneloop.config import ModelConfig, TrainConfig
 from tuneloop.train.trainer import train
 
-SCRIPT = """
-import json, sys
-from pathlib import Path
-from tuneloop.config import ModelConfig, TrainConfig
-from tuneloop.train.trainer import train
-summary = train(TrainConfig.model_validate(json.loads(sys.argv[1])), ModelConfig(name=sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
-print("RESULT", json.dumps(summary))
-"""
 CFG = dict(max_steps=4, batch_size=4, learning_rate=3e-3, eval_every=2, tensorboard=False, lora={"r": 4, "dropout": 0.0})
 
 
 def test_two_process_ddp_equals_one_process_with_accumulation(tmp_path, data_dir, tiny_model_dir):
-    script = tmp_path / "run_train.py"
-    script.write_text(SCRIPT)
+    # The documented command: the CLI under torchrun, one YAML config, one shared --out.
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(yaml.safe_dump({"model": {"name": str(tiny_model_dir)}, "train": CFG}))
+    write_manifest(data_dir, "data", {}, inputs={})
     launched = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-         json.dumps(CFG), str(tiny_model_dir), str(data_dir), str(tmp_path / "ddp")],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "tuneloop.cli",
+         "train", str(config), "--data", str(data_dir), "--out", str(tmp_path / "ddp"), "--json"],
         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert launched.returncode == 0, launched.stderr[-3000:]
-    results = [json.loads(line.split(" ", 1)[1]) for line in launched.stdout.splitlines() if line.startswith("RESULT")]
+    results = [json.loads(line) for line in launched.stdout.splitlines() if line.startswith("{")]
     assert len(results) == 2 and all(r["world_size"] == 2 for r in results)
 
     single = train(TrainConfig(**CFG, grad_accum=2), ModelConfig(name=str(tiny_model_dir)), data_dir, tmp_path / "single")
