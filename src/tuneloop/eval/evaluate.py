@@ -38,11 +38,13 @@ def evaluate(
     model = load_model(model_cfg.name, adapter=adapter if attached else None)
     # A full fine-tune has no adapter to switch off: the base system is the base model, loaded beside it.
     models = {s: load_model(adapter) if s == "finetuned" and not attached else model for s in systems}
-    prompts = [render_prompt(tokenizer, row["messages"][:-1]) for row in rows]
-    references = [row["messages"][-1]["content"] for row in rows]
+    # Chat rows end with the reference answer; preference rows hold it as the chosen answer.
+    conversations = [row["messages"][:-1] if "messages" in row else row["prompt"] for row in rows]
+    references = [row["messages"][-1]["content"] if "messages" in row else row["chosen"][-1]["content"] for row in rows]
+    prompts = [render_prompt(tokenizer, messages) for messages in conversations]
 
     results: dict[str, dict[str, float]] = {}
-    samples = [{"prompt": row["messages"][:-1], "reference": ref, "outputs": {}, "scores": {}} for row, ref in zip(rows, references)]
+    samples = [{"prompt": messages, "reference": ref, "outputs": {}, "scores": {}} for messages, ref in zip(conversations, references)]
     for system in systems:
         # The base system is the same loaded model with its adapter switched off.
         with model.disable_adapter() if system == "base" and attached else nullcontext():

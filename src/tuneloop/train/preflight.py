@@ -70,8 +70,8 @@ def estimate(model_name: str, cfg: TrainConfig, device: torch.device, bf16: bool
     else:
         weights = params * act_bytes
     state = trainable * (4 + 8) + (trainable * 4 if cfg.method != "full" else 0)  # grads + AdamW (+ fp32 adapters)
-    if cfg.method == "dora":  # DoRA recomputes each adapted weight's norm: fp32 weight-sized temporaries kept for backward
-        state += _linear_params(model) * 8
+    if cfg.method == "dora":  # DoRA recomputes each adapted weight's norm: weight-sized temporaries kept for backward
+        state += _linear_params(model) * 4 * act_bytes
 
     tokens = cfg.batch_size * rows_per_example * min(longest, cfg.max_seq_len)
     hidden, layers = config.hidden_size, config.num_hidden_layers
