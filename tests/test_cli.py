@@ -66,3 +66,34 @@ def test_train_dry_run_prints_the_estimate_and_writes_nothing(tiny_pipeline, tmp
     assert estimate["dry_run"] and estimate["peak_gb"] > 0 and estimate["estimated_seconds"] > 0
     assert "pre-flight:" in result.stderr and "estimated training time" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_eval_by_registry_ref_and_blind_ab_round_trip(tiny_pipeline, tmp_path):
+    import csv
+
+    assert run("run", tiny_pipeline, "--out", tmp_path / "run", cwd=tmp_path).returncode == 0
+    evaluated = run("eval", tiny_pipeline, "--data", tmp_path / "run" / "data", "--model", "tiny:1", "--out", tmp_path / "ev", "--json", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert set(json.loads(evaluated.stdout.strip().splitlines()[-1])["systems"]) == {"base", "prompted", "rag", "finetuned"}
+    assert (tmp_path / "ev" / "report.html").is_file()
+
+    # A 3-step tiny model answers the same garbage with and without its adapter, and identical pairs are
+    # not shown to reviewers: give the fine-tuned side distinct answers so there is something to judge.
+    samples = [json.loads(line) for line in (tmp_path / "ev" / "samples.jsonl").read_text().splitlines()]
+    for i, sample in enumerate(samples):
+        sample["outputs"]["finetuned"] = f"answer number {i}"
+    (tmp_path / "ev" / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    exported = run("eval", "ab-export", tmp_path / "ev", "--out", tmp_path / "ab", "--json")
+    assert exported.returncode == 0, exported.stderr
+    with open(tmp_path / "ab" / "ab.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows
+    for row in rows:
+        row["judgment"] = "tie"
+    with open(tmp_path / "ab" / "filled.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    imported = run("eval", "ab-import", tmp_path / "ab" / "filled.csv", "--key", tmp_path / "ab" / "ab_key.json", "--json")
+    assert imported.returncode == 0, imported.stderr
+    assert json.loads(imported.stdout.strip().splitlines()[-1])["wins_a"] == 0

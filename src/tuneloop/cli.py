@@ -100,29 +100,93 @@ def train_cmd(
     _emit(summary, as_json)
 
 
+class _DefaultCommand(typer.core.TyperGroup):
+    """A verb group whose first command is the default: `tuneloop eval CONFIG ...` means `eval run`."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = [next(iter(self.commands)), *args]
+        return super().parse_args(ctx, args)
+
+
+eval_app = typer.Typer(cls=_DefaultCommand, help="Evaluate against baselines; blind A/B for humans.", no_args_is_help=True)
+
+
+@eval_app.command("run")
 def eval_cmd(
     config: Annotated[Path, typer.Argument(help="Pipeline YAML.")],
     data: Annotated[Path, typer.Option("--data", help="Directory written by `tuneloop data prepare`.")],
-    model: Annotated[Optional[Path], typer.Option("--model", help="Train run directory (its adapter is evaluated).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Train run dir, registry NAME[:VERSION], or a model folder.")] = None,
+    registry: Annotated[Optional[str], typer.Option("--registry", help="SQLAlchemy URL of the registry.")] = None,
     out: Out = None,
     as_json: Json = False,
 ) -> None:
-    """Compare the fine-tuned model with the base model on the test split; exit 1 when a gate fails."""
+    """Fine-tuned vs base, prompt-engineered and RAG baselines on the test split; exit 1 when a gate fails.
+
+    `tuneloop eval CONFIG ...` is short for `tuneloop eval run CONFIG ...`."""
     from tuneloop.eval.evaluate import evaluate
     from tuneloop.pipeline import metrics_table
 
     _quiet_libraries()
     cfg = load_config(config)
-    from tuneloop.models import trained_weights
-
-    adapter = trained_weights(model) if model else None
-    results = evaluate(cfg.eval, cfg.model, cfg.task, cfg.objective, data, adapter, out or new_run_dir(Path("runs"), f"{cfg.name}-eval"))
+    weights = _resolve_weights(model, registry) if model else None
+    out = out or new_run_dir(Path("runs"), f"{cfg.name}-eval")
+    results = evaluate(cfg.eval, cfg.model, cfg.task, cfg.objective, data, weights, out)
     console.print(metrics_table(results))
+    console.print(f"report -> {out / 'report.html'}")
     _emit(results, as_json)
     if not results["objective_passed"]:
-        failed = [f"{g['metric']} {g['value']:.3f} (needs {g['gate']})" for g in results["gates"] if not g["passed"]]
+        failed = [f"{g['metric']} {g['value']:.3f} (needs {g['gate']}, missed by {-g['margin']:.3f})" for g in results["gates"] if not g["passed"]]
         console.print(f"[red]objective not met:[/] {'; '.join(failed)}")
         raise typer.Exit(1)
+
+
+@eval_app.command("ab-export")
+def eval_ab_export(
+    eval_dir: Annotated[Path, typer.Argument(help="Eval run directory (its samples.jsonl).")],
+    out: Out = None,
+    a: Annotated[str, typer.Option("--a", help="First system.")] = "finetuned",
+    b: Annotated[str, typer.Option("--b", help="Second system.")] = "base",
+    seed: int = 0,
+    limit: Annotated[Optional[int], typer.Option(help="At most N pairs.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Write blind A/B pairs (hidden, randomised order) as ab.csv and an offline ab.html form for reviewers."""
+    from tuneloop.eval.ab import export_ab
+
+    out = out or eval_dir / "ab"
+    result = export_ab(eval_dir / "samples.jsonl", out, a, b, seed=seed, limit=limit)
+    console.print(f"{result['pairs']} pairs -> {result['csv']} and {result['html']}; keep {result['key']} away from reviewers")
+    _emit(result, as_json)
+
+
+@eval_app.command("ab-import")
+def eval_ab_import(
+    judgments: Annotated[Path, typer.Argument(help="The filled ab.csv (or the CSV the HTML form downloads).")],
+    key: Annotated[Path, typer.Option("--key", help="ab_key.json written by ab-export.")],
+    as_json: Json = False,
+) -> None:
+    """Win/tie/loss of system A against B from reviewers' judgments, with an exact sign test."""
+    from tuneloop.eval.ab import import_ab
+
+    r = import_ab(judgments, key)
+    p = "n/a" if r["p_value"] is None else f"{r['p_value']:.4f}"
+    console.print(f"{r['system_a']} vs {r['system_b']}: {r['wins_a']} wins, {r['ties']} ties, {r['wins_b']} losses "
+                  f"({r['unjudged']} unjudged); sign test p = {p}{' (significant)' if r['significant'] else ''}")
+    _emit(r, as_json)
+
+
+def _resolve_weights(ref: str, registry: str | None) -> Path:
+    """A train run directory, an adapter or model folder, or a registry NAME[:VERSION]."""
+    from tuneloop.models import trained_weights
+
+    path = Path(ref)
+    if path.is_dir():
+        if (path / "adapter_config.json").is_file() or (path / "config.json").is_file():
+            return path
+        return trained_weights(path)
+    train_dir, _ = _resolve_served(ref, registry)
+    return trained_weights(train_dir)
 
 
 def export_cmd(
@@ -156,7 +220,8 @@ def registry_list(name: Annotated[Optional[str], typer.Argument()] = None, regis
         _emit({"versions": versions}, True)
         return
     for v in versions:
-        metrics = v["eval_results"].get("systems", {}).get("finetuned", {})
+        gated = {g["metric"] for g in v["eval_results"].get("gates", [])}
+        metrics = {k: val for k, val in v["eval_results"].get("systems", {}).get("finetuned", {}).items() if k in gated}
         shown = ", ".join(f"{k}={val:.3f}" for k, val in metrics.items())
         console.print(f"{v['ref']:<28} {v['created_at'][:19]}  {v['method']}  {v['base_model']}  {shown}")
 
@@ -262,7 +327,7 @@ app = typer.Typer(help="tuneloop: fine-tune open LLMs, from raw data to a served
 VERBS = {
     "data": data_app,
     "train": train_cmd,
-    "eval": eval_cmd,
+    "eval": eval_app,
     "export": export_cmd,
     "registry": registry_app,
     "serve": serve_cmd,

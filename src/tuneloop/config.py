@@ -219,11 +219,27 @@ class TrainConfig(Strict):
 
 
 class EvalConfig(Strict):
-    systems: list[Literal["base", "finetuned"]] = ["base", "finetuned"]
+    # base: the base model zero-shot; prompted: the base model with engineered instructions and
+    # `few_shot` examples from the train split; rag: the base model with the `rag_k` train examples
+    # most similar to the input (MiniLM embeddings); finetuned: the trained model.
+    systems: list[Literal["base", "prompted", "rag", "finetuned"]] = ["base", "prompted", "rag", "finetuned"]
+    few_shot: int = Field(3, ge=0)
+    rag_k: int = Field(3, gt=0)
     max_new_tokens: int = Field(128, gt=0)
     batch_size: int = Field(16, gt=0)
     # Evaluate only the first N test rows (quick checks); None = the whole test split.
     limit: int | None = Field(None, gt=0)
+    # Bootstrap resamples for the 95% intervals and paired differences.
+    bootstrap: int = Field(1000, ge=100)
+    # Extra test file of edge and adversarial cases (empty, very long, prompt injection, other
+    # languages), same row forms as the data; scored and reported separately from the test split.
+    edge_cases: Path | None = None
+    seed: int = 0
+
+    @field_validator("edge_cases")
+    @classmethod
+    def _edge_relative(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return None if path is None else _relative(path, info)
 
 
 class RegistryConfig(Strict):

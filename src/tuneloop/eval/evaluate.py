@@ -1,8 +1,10 @@
-"""`tuneloop eval`: score each system on the test split with the same prompts and decoding.
+"""`tuneloop eval`: the fine-tuned model against the base model, a prompt-engineered baseline and a RAG
+baseline, on the protected test split, with the same decoding for all.
 
-Reads top to bottom: load the test split -> load the base model once (with the adapter attached,
-switched off for the base system) -> generate and score per system -> check the objective's gates
--> write results.json, samples.jsonl, metrics.png and manifest.json.
+Reads top to bottom: load the test split -> load the model once (adapter attached, switched off for
+the baselines; a full fine-tune loads beside the base) -> frame the inputs per system and generate
+-> score (metrics, 95% bootstrap intervals, paired differences) -> gates -> edge cases -> write
+results.json, samples.jsonl, report.html with plots, manifest.json.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from pathlib import Path
 from tuneloop.artifacts import read_jsonl, write_json, write_jsonl, write_manifest
 from tuneloop.config import EvalConfig, ModelConfig, ObjectiveConfig, TaskConfig
 from tuneloop.errors import TuneloopError
+from tuneloop.eval.baselines import conversations_for, split_row
 from tuneloop.eval.generate import generate
-from tuneloop.eval.metrics import aggregate, score
-from tuneloop.eval.plots import plot_metrics
+from tuneloop.eval.report import write_report
+from tuneloop.eval.scoring import check_gates, score_systems
 from tuneloop.models import is_full_model, load_model, load_tokenizer, render_prompt
 
 
@@ -31,52 +34,60 @@ def evaluate(
         raise TuneloopError(f"{data_dir / 'test.jsonl'}: the test split is empty; nothing to evaluate")
     systems = [s for s in cfg.systems if s != "finetuned" or adapter is not None]
     if not systems:
-        raise TuneloopError("no system to evaluate: 'finetuned' needs a trained adapter (--model RUN_DIR)")
+        raise TuneloopError("no system to evaluate: 'finetuned' needs a trained model (--model RUN_DIR)")
+    train_rows = read_jsonl(data_dir / "train.jsonl") if {"prompted", "rag"} & set(systems) and (data_dir / "train.jsonl").is_file() else []
 
+    # --- models: one load; baselines run with the adapter switched off ---------------------------
     tokenizer = load_tokenizer(model_cfg.name)
     attached = "finetuned" in systems and not is_full_model(adapter)
     model = load_model(model_cfg.name, adapter=adapter if attached else None)
-    # A full fine-tune has no adapter to switch off: the base system is the base model, loaded beside it.
-    models = {s: load_model(adapter) if s == "finetuned" and not attached else model for s in systems}
-    # Chat rows end with the reference answer; preference rows hold it as the chosen answer.
-    conversations = [row["messages"][:-1] if "messages" in row else row["prompt"] for row in rows]
-    references = [row["messages"][-1]["content"] if "messages" in row else row["chosen"][-1]["content"] for row in rows]
-    prompts = [render_prompt(tokenizer, messages) for messages in conversations]
+    tuned = load_model(adapter) if "finetuned" in systems and not attached else model
 
-    results: dict[str, dict[str, float]] = {}
-    samples = [{"prompt": messages, "reference": ref, "outputs": {}, "scores": {}} for messages, ref in zip(conversations, references)]
-    for system in systems:
-        # The base system is the same loaded model with its adapter switched off.
-        with model.disable_adapter() if system == "base" and attached else nullcontext():
-            answers = generate(models[system], tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size, label=f"eval {system}")
-        per_sample = [score(answer, ref, task) for answer, ref in zip(answers, references)]
-        for sample, answer, scores in zip(samples, answers, per_sample):
-            sample["outputs"][system], sample["scores"][system] = answer, scores
-        results[system] = aggregate(per_sample)
+    def answer(conversations_per_system: dict[str, list[list[dict]]], tag: str) -> dict[str, list[str]]:
+        outputs = {}
+        for system, conversations in conversations_per_system.items():
+            prompts = [render_prompt(tokenizer, c) for c in conversations]
+            with model.disable_adapter() if system != "finetuned" and attached else nullcontext():
+                outputs[system] = generate(tuned if system == "finetuned" else model, tokenizer, prompts,
+                                           cfg.max_new_tokens, cfg.batch_size, label=f"{tag} {system}")
+        return outputs
 
-    gated = "finetuned" if "finetuned" in results else systems[0]
-    gates = check_gates(objective, results[gated])
+    # --- test split ----------------------------------------------------------------------------------
+    conversations, references = zip(*(split_row(r) for r in rows))
+    framed = {s: conversations_for(s, list(conversations), train_rows, task, cfg) for s in systems}
+    outputs = answer(framed, "eval")
+    scored = score_systems(outputs, list(references), task, cfg.bootstrap, cfg.seed)
+    gates = check_gates(objective, scored["systems"], scored["gated_system"])
     summary = {
-        "systems": results, "gated_system": gated, "gates": gates,
-        "objective_passed": all(g["passed"] for g in gates), "n_test": len(rows),
+        "n_test": len(rows), **{k: v for k, v in scored.items() if k != "per_sample"}, "gates": gates,
+        "objective_passed": all(g["passed"] for g in gates),
+        "edge_cases": _edge_cases(cfg, systems, task, train_rows, answer) if cfg.edge_cases else None,
     }
+    samples = [
+        {"prompt": list(conversations[i]), "reference": references[i], "outputs": {s: outputs[s][i] for s in systems},
+         "scores": {s: scored["per_sample"][s][i] for s in systems}}
+        for i in range(len(rows))
+    ]
+
+    # --- save ------------------------------------------------------------------------------------------
     write_json(out / "results.json", summary)
     write_jsonl(out / "samples.jsonl", samples)
-    plot_metrics(results, objective, out / "metrics.png")
+    written = write_report(summary, samples, out)
     write_manifest(
-        out, "eval", cfg, inputs={"test": data_dir / "test.jsonl", **({"adapter": adapter} if adapter else {})},
-        outputs=[out / "results.json", out / "samples.jsonl", out / "metrics.png"], started=started,
+        out, "eval", cfg, inputs={"test": data_dir / "test.jsonl", **({"model": adapter} if adapter else {})},
+        outputs=[out / "results.json", out / "samples.jsonl", *written], started=started,
         parent=adapter.parent if adapter else data_dir, extra={"model": model_cfg.model_dump(), "summary": summary},
     )
     return summary
 
 
-def check_gates(objective: ObjectiveConfig, metrics: dict[str, float]) -> list[dict]:
-    gates = []
-    for metric, gate in objective.gates.items():
-        if metric not in metrics:
-            raise TuneloopError(f"objective.gates.{metric}: no such metric (measured: {', '.join(sorted(metrics))})")
-        value = metrics[metric]
-        gates.append({"metric": metric, "gate": str(gate), "value": value, "passed": gate.passes(value), "margin": value - gate.value})
-    return gates
-
+def _edge_cases(cfg: EvalConfig, systems: list[str], task: TaskConfig, train_rows: list[dict], answer) -> dict:
+    """The configured edge/adversarial file, scored on its own: never mixed into the test metrics."""
+    if not cfg.edge_cases.is_file():
+        raise TuneloopError(f"{cfg.edge_cases}: edge-case file not found (eval.edge_cases)")
+    rows = read_jsonl(cfg.edge_cases)
+    conversations, references = zip(*(split_row(r) for r in rows))
+    outputs = answer({s: conversations_for(s, list(conversations), train_rows, task, cfg) for s in systems}, "edge")
+    scored = score_systems(outputs, list(references), task, cfg.bootstrap, cfg.seed)
+    return {"n": len(rows), "file": str(cfg.edge_cases), "systems": scored["systems"],
+            "outputs": [{"input": c[-1]["content"], **{s: outputs[s][i] for s in outputs}} for i, c in enumerate(conversations)]}

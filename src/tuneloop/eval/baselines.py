@@ -1,0 +1,62 @@
+"""The conversations each system answers: the same test inputs, framed per system.
+
+- base, finetuned: the test conversation as it is (the task's system prompt included, as in training);
+- prompted: engineered instructions (the system prompt, plus the output schema spelled out) and
+  `few_shot` solved examples from the train split as earlier user/assistant turns;
+- rag: the same frame, with the `rag_k` train examples most similar to the input (MiniLM cosine),
+  i.e. retrieval of labelled examples from the team's own data.
+The baselines use the base model: what you would get without fine-tuning.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+
+from tuneloop.config import EvalConfig, TaskConfig
+from tuneloop.models.embed import embed
+
+
+def split_row(row: dict) -> tuple[list[dict], str]:
+    """(conversation before the answer, reference answer) for chat or preference rows."""
+    if "messages" in row:
+        return [_plain(m) for m in row["messages"][:-1]], row["messages"][-1]["content"]
+    return [_plain(m) for m in row["prompt"]], row["chosen"][-1]["content"]
+
+
+def conversations_for(system: str, conversations: list[list[dict]], train_rows: list[dict], task: TaskConfig, cfg: EvalConfig) -> list[list[dict]]:
+    if system in ("base", "finetuned"):
+        return conversations
+    examples = [split_row(r) for r in train_rows]
+    if system == "prompted":
+        shots = random.Random(cfg.seed).sample(examples, min(cfg.few_shot, len(examples)))
+        return [_framed(conversation, shots, task) for conversation in conversations]
+    # rag: nearest train examples to each test input
+    if not examples:
+        return [_framed(c, [], task) for c in conversations]
+    index = embed([_last_user(c) for c, _ in examples])
+    queries = embed([_last_user(c) for c in conversations])
+    nearest = np.argsort(-(queries @ index.T), axis=1)[:, : cfg.rag_k]
+    # Most similar example last, right before the question, where a small model attends most.
+    return [_framed(c, [examples[j] for j in reversed(row)], task) for c, row in zip(conversations, nearest)]
+
+
+def _framed(conversation: list[dict], shots: list[tuple[list[dict], str]], task: TaskConfig) -> list[dict]:
+    instructions = [m["content"] for m in conversation if m["role"] == "system"] or ([task.system_prompt] if task.system_prompt else [])
+    if task.output_schema is not None:
+        instructions.append("Reply with one JSON object only, no other text, matching this JSON schema: "
+                            + json.dumps(task.output_schema, separators=(",", ":")))
+    framed = [{"role": "system", "content": "\n\n".join(instructions)}] if instructions else []
+    for shot, answer in shots:
+        framed += [{"role": "user", "content": _last_user(shot)}, {"role": "assistant", "content": answer}]
+    return framed + [m for m in conversation if m["role"] != "system"]
+
+
+def _last_user(conversation: list[dict]) -> str:
+    return next((m["content"] for m in reversed(conversation) if m["role"] == "user"), "")
+
+
+def _plain(message: dict) -> dict:
+    return {"role": message["role"], "content": message["content"]}
