@@ -17,9 +17,13 @@ def test_demo_finetuned_beats_base(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    base, tuned = summary["base"], summary["finetuned"]
+    base, tuned, prompted = summary["base"], summary["finetuned"], summary["systems"]["prompted"]
+    assert set(summary["systems"]) == {"base", "prompted", "rag", "finetuned"}  # four systems side by side
     assert tuned["json_valid"] >= 0.9 and tuned["json_valid"] >= base["json_valid"] + 0.5
     assert tuned["category_accuracy"] >= base["category_accuracy"] + 0.3
     assert tuned["schema_valid"] > base["schema_valid"]
+    # ... and beats the prompt-engineered baseline (instructions, schema and 3 examples in the prompt).
+    assert tuned["exact_match"] > prompted["exact_match"] and tuned["schema_valid"] > prompted["schema_valid"]
+    assert summary["regression"]["systems"]["finetuned"]["perplexity"] > 1
     assert Path(summary["run_dir"], "train", "adapter", "adapter_model.safetensors").is_file()
     assert "tuneloop serve --model ticket-triage:1" in result.stderr

@@ -234,6 +234,9 @@ class EvalConfig(Strict):
     # Extra test file of edge and adversarial cases (empty, very long, prompt injection, other
     # languages), same row forms as the data; scored and reported separately from the test split.
     edge_cases: Path | None = None
+    # General-capability regression, base vs fine-tuned: perplexity on shipped general text and a
+    # local lm-evaluation-harness multiple-choice task (about a minute on a CPU for a 135M model).
+    regression: bool = True
     seed: int = 0
 
     @field_validator("edge_cases")

@@ -55,6 +55,8 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path) -> dict:
     return {
         "base": results["systems"].get("base", {}),
         "finetuned": results["systems"].get("finetuned", {}),
+        "systems": results["systems"],
+        "regression": results.get("regression"),
         "gates": results["gates"],
         "objective_passed": results["objective_passed"],
         "model": version["ref"],

@@ -39,6 +39,7 @@ def test_evaluate_compares_four_systems_with_intervals_and_a_report(tmp_path, ti
     assert set(results["differences"]) == {"base", "prompted", "rag"}
     assert results["labels"]["category"]["confusion"]["base"]
     assert results["edge_cases"]["n"] == 2 and set(results["edge_cases"]["systems"]) == set(results["systems"])
+    assert set(results["regression"]["systems"]) == {"base", "finetuned"} and "general_mc_drop" in results["regression"]
     samples = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 4 and set(samples[0]["outputs"]) == {"base", "prompted", "rag", "finetuned"}
     assert samples[0]["reference"] == rows[16]["messages"][-1]["content"]

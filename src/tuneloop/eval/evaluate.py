@@ -3,7 +3,8 @@ baseline, on the protected test split, with the same decoding for all.
 
 Reads top to bottom: load the test split -> load the model once (adapter attached, switched off for
 the baselines; a full fine-tune loads beside the base) -> frame the inputs per system and generate
--> score (metrics, 95% bootstrap intervals, paired differences) -> gates -> edge cases -> write
+-> score (metrics, 95% bootstrap intervals, paired differences) -> gates -> edge cases -> general-
+capability regression (perplexity, local lm-eval task) -> write
 results.json, samples.jsonl, report.html with plots, manifest.json.
 """
 
@@ -18,6 +19,7 @@ from tuneloop.config import EvalConfig, ModelConfig, ObjectiveConfig, TaskConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.eval.baselines import conversations_for, split_row
 from tuneloop.eval.generate import generate
+from tuneloop.eval.regression import general_capability, switch_for
 from tuneloop.eval.report import write_report
 from tuneloop.eval.scoring import check_gates, score_systems
 from tuneloop.models import is_full_model, load_model, load_tokenizer, render_prompt
@@ -62,6 +64,8 @@ def evaluate(
         "n_test": len(rows), **{k: v for k, v in scored.items() if k != "per_sample"}, "gates": gates,
         "objective_passed": all(g["passed"] for g in gates),
         "edge_cases": _edge_cases(cfg, systems, task, train_rows, answer) if cfg.edge_cases else None,
+        "regression": general_capability({s: tuned if s == "finetuned" else model for s in systems if s in ("base", "finetuned")},
+                                         tokenizer, switch_for(attached, model)) if cfg.regression else None,
     }
     samples = [
         {"prompt": list(conversations[i]), "reference": references[i], "outputs": {s: outputs[s][i] for s in systems},

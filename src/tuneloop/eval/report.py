@@ -225,6 +225,23 @@ def _html(results: dict, samples: list[dict], systems: list[str], images: list[s
                      _table([[m, *(diff_cell(differences[b].get(m)) for b in baselines)] for m in names],
                             ["metric", *(f"− {b}" for b in baselines)]),
                      "<p>* the 95% interval excludes 0.</p>"]
+    regression = results.get("regression") or {}
+    if regression.get("systems"):
+        reg_systems = list(regression["systems"])
+        sections += ["<h2>General capability (regression)</h2>", _table(
+            [[m, *(_num(regression["systems"][s][m]) for s in reg_systems)] for m in ("perplexity", "general_mc_acc")],
+            ["metric", *reg_systems]),
+            "<p>perplexity on held-out general English text (lower is better); accuracy on a local 40-question "
+            "general-knowledge multiple-choice task run by lm-evaluation-harness (chance is 0.25).</p>"]
+        if "perplexity_change" in regression:
+            sections.append(f"<p>perplexity change {regression['perplexity_change']:+.1%}; "
+                            f"multiple-choice accuracy drop {regression['general_mc_drop']:+.3f}.</p>")
+    edge = results.get("edge_cases") or {}
+    if edge.get("systems"):
+        edge_systems = list(edge["systems"])
+        shown = [m for m in metrics if all(m in edge["systems"][s] for s in edge_systems)]
+        sections += [f"<h2>Edge and adversarial cases ({edge.get('n')} from {html.escape(str(edge.get('file')))})</h2>",
+                     _table([[m, *(_num(edge["systems"][s][m]) for s in edge_systems)] for m in shown], ["metric", *edge_systems])]
     if images:
         sections += ["<h2>Plots</h2>", *(f'<img src="{html.escape(n)}" alt="{html.escape(n)}">' for n in images)]
     if samples:
