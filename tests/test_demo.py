@@ -23,7 +23,7 @@ def test_demo_finetuned_beats_base(tmp_path):
     assert tuned["category_accuracy"] >= base["category_accuracy"] + 0.3
     assert tuned["schema_valid"] > base["schema_valid"]
     # ... and beats the prompt-engineered baseline (instructions, schema and 3 examples in the prompt).
-    assert tuned["exact_match"] > prompted["exact_match"] and tuned["schema_valid"] > prompted["schema_valid"]
+    assert tuned["exact_match"] >= prompted["exact_match"] + 0.3 and tuned["category_accuracy"] > prompted["category_accuracy"]
     assert summary["regression"]["systems"]["finetuned"]["perplexity"] > 1
     assert Path(summary["run_dir"], "train", "adapter", "adapter_model.safetensors").is_file()
     assert "tuneloop serve --model ticket-triage:1" in result.stderr

@@ -74,7 +74,8 @@ def _metric_names(results: dict, systems: list[str]) -> list[str]:
 
 def _plot_metrics(results: dict, systems: list[str], colours: dict, path: Path) -> Path:
     table, intervals = results["systems"], results.get("intervals") or {}
-    metrics = _metric_names(results, systems)
+    # Per-class scores and macro precision/recall stay in the tables: in the chart they would bury the rest.
+    metrics = [m for m in _metric_names(results, systems) if ".f1." not in m and not m.endswith(("precision_macro", "recall_macro"))]
     wide = {m for m in metrics if m in _WIDE or any(v is not None and abs(v) > 1 for v in (table[s].get(m) for s in systems))}
     unit = [m for m in metrics if m not in wide]
     other = [m for m in metrics if m in wide]
