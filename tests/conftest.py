@@ -96,7 +96,7 @@ objective:
   gates: {{json_valid: ">= 0.0"}}
 data: {{inputs: [data.jsonl], val_ratio: 0.1, test_ratio: 0.2, seed: 0}}
 train: {{max_steps: 3, batch_size: 4, learning_rate: 1.0e-3, max_seq_len: 128, lora: {{r: 4, alpha: 8, dropout: 0.0}}}}
-eval: {{max_new_tokens: 8, batch_size: 8, limit: 6}}
+eval: {{max_new_tokens: 8, batch_size: 8, limit: 6, regression: false}}
 registry: {{name: tiny}}
 """
 

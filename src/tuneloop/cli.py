@@ -298,11 +298,11 @@ def run_cmd(
     as_json: Json = False,
 ) -> None:
     """Run the whole pipeline: data -> train -> eval -> register."""
+    overrides = {k: v for k, v in {"train.max_steps": max_steps, "eval.limit": limit}.items() if v is not None}
+    cfg = load_config(config, overrides)  # before the heavy imports: a config mistake is reported at once
     from tuneloop.pipeline import run_pipeline, serve_hint
 
     _quiet_libraries()
-    overrides = {k: v for k, v in {"train.max_steps": max_steps, "eval.limit": limit}.items() if v is not None}
-    cfg = load_config(config, overrides)
     run_dir = out or new_run_dir(Path("runs"), cfg.name)
     result = run_pipeline(cfg, run_dir)
     verdict = "[green]objective met" if result["objective_passed"] else "[red]objective NOT met"
