@@ -21,9 +21,8 @@ from tuneloop.config import TrainConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.models import encode_chat
 from tuneloop.models.chat import Encoded
-from tuneloop.train.batching import collate, length_grouped_batches
+from tuneloop.train.batching import collate, length_grouped_batches, to_device
 from tuneloop.train.loss import answer_logps
-from tuneloop.train.sft import _to
 
 STATS = ("train_loss", "reward_margin", "reward_accuracy", "chosen_reward", "rejected_reward")
 
@@ -69,7 +68,7 @@ class Dpo:
         n_pairs = world.sum(sum(len(b["input_ids"]) // 2 for b in group), where.device)
         totals = dict.fromkeys(STATS, 0.0)
         for batch in group:
-            losses, chosen, rejected = self._terms(model, _to(batch, where.device), where)
+            losses, chosen, rejected = self._terms(model, to_device(batch, where.device), where)
             (losses.sum() / n_pairs).backward()
             _add(totals, losses, chosen, rejected)
         seen = world.sum(sum(int(b["attention_mask"].sum()) for b in group), where.device)
@@ -80,7 +79,7 @@ class Dpo:
         totals = dict.fromkeys(STATS, 0.0)
         mine = self.val_set[world.rank :: world.size]
         for start in range(0, len(mine), self.cfg.batch_size):
-            _add(totals, *self._terms(model, _to(self.collate(mine[start : start + self.cfg.batch_size]), where.device), where))
+            _add(totals, *self._terms(model, to_device(self.collate(mine[start : start + self.cfg.batch_size]), where.device), where))
         n = max(world.sum(len(mine), where.device), 1)
         return {"val_" + k.removeprefix("train_"): world.sum(v, where.device) / n for k, v in totals.items()}
 

@@ -17,7 +17,7 @@ from tuneloop.config import TrainConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.models import encode_chat
 from tuneloop.models.chat import IGNORE, Encoded
-from tuneloop.train.batching import collate, length_grouped_batches
+from tuneloop.train.batching import collate, length_grouped_batches, to_device
 from tuneloop.train.loss import answer_loss_sum
 
 
@@ -55,7 +55,7 @@ class Sft:
         loss_total = 0.0
         for batch in group:
             with where.autocast():
-                loss_sum, _ = answer_loss_sum(model, _to(batch, where.device))
+                loss_sum, _ = answer_loss_sum(model, to_device(batch, where.device))
             (loss_sum / n_tokens).backward()
             loss_total += loss_sum.item()
         seen = world.sum(sum(int(b["attention_mask"].sum()) for b in group), where.device)
@@ -68,7 +68,7 @@ class Sft:
         mine = self.val_set[world.rank :: world.size]
         for start in range(0, len(mine), self.cfg.batch_size):
             with where.autocast():
-                loss_sum, n = answer_loss_sum(model, _to(self.collate(mine[start : start + self.cfg.batch_size]), where.device))
+                loss_sum, n = answer_loss_sum(model, to_device(self.collate(mine[start : start + self.cfg.batch_size]), where.device))
             loss, tokens = loss + loss_sum.item(), tokens + n
         return {"val_loss": world.sum(loss, where.device) / max(world.sum(tokens, where.device), 1)}
 
@@ -84,7 +84,3 @@ def _encode(tokenizer, path: Path, cfg: TrainConfig) -> list[Encoded]:
 
 def _targets(batch: dict) -> int:
     return int((batch["labels"][:, 1:] != IGNORE).sum())
-
-
-def _to(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
