@@ -28,6 +28,14 @@ def trained_weights(train_dir: Path) -> Path:
     raise TuneloopError(f"{train_dir}: no adapter/ or model/ folder; is it a finished train run?")
 
 
+def weights_folder(path: Path) -> Path:
+    """A PEFT adapter or model folder as given, or what the train run at `path` produced."""
+    path = Path(path)
+    if (path / "adapter_config.json").is_file() or (path / "config.json").is_file():
+        return path
+    return trained_weights(path)
+
+
 def is_full_model(weights: Path) -> bool:
     return (weights / "config.json").is_file() and not (weights / "adapter_config.json").is_file()
 

@@ -1,85 +1,127 @@
-"""FastAPI app with the OpenAI request/response shapes: /v1/chat/completions, /v1/models, /health."""
+"""The FastAPI app: OpenAI-compatible /v1 routes, /health, /metrics, and /admin for run-time changes.
+
+/v1 and /admin need an API key when keys are configured. Malformed requests get a 400 with the field
+and the problem, never a 500. On shutdown (SIGTERM) uvicorn stops accepting connections and waits
+for requests in flight; then the engines finish their queues and the request log is flushed.
+"""
 
 from __future__ import annotations
 
 import secrets
 import time
-import uuid
-from typing import Literal
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
 
-from tuneloop.serve.engine import Engine
+from tuneloop.errors import TuneloopError
+from tuneloop.serve.catalog import Catalog, ModelNotFound
+from tuneloop.serve.handler import Generate, Limits, error
+from tuneloop.serve.routing import Route
+from tuneloop.serve.schemas import ChatRequest, CompletionRequest
+from tuneloop.serve.telemetry import Metrics, RequestLog
 
 
-class Message(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: str
-
-
-class ChatRequest(BaseModel):
-    # OpenAI clients send fields we do not use (user, n=1, ...): accept and ignore them.
-    model_config = ConfigDict(extra="ignore")
-
+class ModelRef(BaseModel):
     model: str
-    messages: list[Message] = Field(min_length=1)
-    max_tokens: int | None = Field(None, gt=0)
-    max_completion_tokens: int | None = Field(None, gt=0)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    stream: bool = False
 
 
-def error(status: int, message: str, kind: str, code: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": code}}, status_code=status)
+def create_app(catalog: Catalog, *, api_keys: list[str] | None = None, limits: Limits | None = None,
+               request_log: RequestLog | None = None) -> FastAPI:
+    metrics, limits = Metrics(), limits or Limits()
 
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await run_in_threadpool(catalog.close)  # requests in flight are done by now; finish the queues
+        if request_log is not None:
+            request_log.close()
 
-def create_app(engine: Engine, model_name: str, api_keys: list[str] | None = None, max_tokens_limit: int = 1024) -> FastAPI:
-    app = FastAPI(title="tuneloop", version="0.1.0")
-    served = {model_name, engine.base_model}
+    app = FastAPI(title="tuneloop", version="0.1.0", lifespan=lifespan)
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next):
-        if api_keys and request.url.path.startswith("/v1/"):
+        if api_keys and request.url.path.startswith(("/v1/", "/admin/")):
             given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
             if not any(secrets.compare_digest(given, key) for key in api_keys):
-                return error(401, "invalid or missing API key (Authorization: Bearer KEY)", "invalid_request_error", "invalid_api_key")
+                return error(401, "invalid or missing API key (send Authorization: Bearer KEY)", code="invalid_api_key")
         return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, err: RequestValidationError):
+        return error(400, "invalid request: " + "; ".join(_describe(e) for e in err.errors()[:5]))
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "model": model_name}
+        return {"status": "ok", "base_model": catalog.base, "queue_depth": sum(e.queue_depth for e in catalog.engines.values())}
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        metrics.sample_engines(catalog.engines)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
-    def models() -> dict:
+    async def models() -> dict:
+        names = await run_in_threadpool(catalog.listing)
         now = int(time.time())
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": now, "owned_by": "tuneloop"} for name in sorted(served)]}
+        return {"object": "list", "data": [{"id": n, "object": "model", "created": now, "owned_by": "tuneloop"} for n in names]}
+
+    chat, complete = (Generate(kind, catalog, metrics, request_log, limits) for kind in ("chat", "completion"))
 
     @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest):
-        if body.model not in served:
-            return error(404, f"model '{body.model}' is not served here (served: {', '.join(sorted(served))})", "invalid_request_error", "model_not_found")
-        if body.stream:
-            return error(400, "stream=true is not supported yet; send stream=false", "invalid_request_error", "unsupported")
-        limit = body.max_completion_tokens or body.max_tokens or 256
-        if limit > max_tokens_limit:
-            return error(400, f"max_tokens {limit} exceeds this server's limit of {max_tokens_limit}", "invalid_request_error")
-        stop = [body.stop] if isinstance(body.stop, str) else body.stop
-        # Generation is CPU-bound: run it off the event loop so /health stays responsive.
-        result = await run_in_threadpool(
-            engine.chat, [m.model_dump() for m in body.messages], max_tokens=limit,
-            temperature=body.temperature, top_p=body.top_p, stop=stop, seed=body.seed,
-        )
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()), "model": body.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text}, "finish_reason": result.finish_reason}],
-            "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-                      "total_tokens": result.prompt_tokens + result.completion_tokens},
-        }
+    async def chat_completions(body: ChatRequest):
+        return await chat(body)
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest):
+        return await complete(body)
+
+    # --- run-time administration -----------------------------------------------------------------
+    @app.get("/admin/routes")
+    def routes() -> dict:
+        return catalog.routes.to_dict()
+
+    @app.put("/admin/routes/{name}")
+    def set_route(name: str, route: Route) -> dict:
+        catalog.routes.set(name, route)
+        return catalog.routes.to_dict()
+
+    @app.delete("/admin/routes/{name}")
+    def remove_route(name: str):
+        return catalog.routes.to_dict() if catalog.routes.remove(name) else error(404, f"no route '{name}'")
+
+    @app.get("/admin/models")
+    def resident() -> dict:
+        return {"engines": [{"model": e.ref, "adapters": list(e.adapters), "queue_depth": e.queue_depth}
+                            for e in catalog.engines.values()]}
+
+    @app.post("/admin/models/load")
+    def load(body: ModelRef):
+        return _adapter_action(catalog, body.model, lambda t: t.engine.load_adapter(t.adapter) or True)
+
+    @app.post("/admin/models/unload")
+    def unload(body: ModelRef):
+        return _adapter_action(catalog, body.model, lambda t: t.engine.unload_adapter(t.adapter.key))
 
     return app
+
+
+def _adapter_action(catalog: Catalog, model: str, action):
+    try:
+        target = catalog.resolve(model)
+        if target.adapter is None:
+            return error(400, f"'{model}' is not an adapter; only adapters load and unload at run time")
+        return {"model": target.version, "done": bool(action(target))}
+    except ModelNotFound as err:
+        return error(404, str(err), code="model_not_found")
+    except (TuneloopError, ValidationError, ValueError) as err:
+        return error(409, str(err))
+
+
+def _describe(problem: dict) -> str:
+    where = ".".join(str(p) for p in problem.get("loc", ()) if p != "body") or "body"
+    return f"{where}: {problem.get('msg', 'invalid')}"

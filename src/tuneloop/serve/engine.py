@@ -1,59 +1,171 @@
-"""Generation engine behind the HTTP API: one loaded model, chat template, stop handling, usage counts.
+"""Generation engine: one loaded model, any number of LoRA adapters on it, and a thread that batches.
 
-Requests are served one at a time under a lock (a model is not safe to call from two threads);
-batching across requests comes with the serving issue.
+Requests queue as `Job`s (bounded: `submit` raises `Overloaded` when full). The engine thread runs a
+continuous batch: waiting jobs join between decode steps, finished ones leave. Adapters load on first
+use and the least recently used one is unloaded when more than `max_adapters` are resident; all model
+access happens on the engine thread or under its lock.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from dataclasses import dataclass
+import time
+from collections import OrderedDict, deque
 from pathlib import Path
 
 import torch
 
-from tuneloop.models import load_model, load_tokenizer, render_prompt
+from tuneloop.errors import TuneloopError
+from tuneloop.models import load_model, load_tokenizer
+from tuneloop.serve.batch import Batch
+from tuneloop.serve.job import AdapterRef, Job
+
+log = logging.getLogger(__name__)
 
 
-@dataclass
-class Completion:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # "stop" (end of turn or a stop string) or "length"
+class Overloaded(TuneloopError):
+    """The queue is full; the client should retry later."""
 
 
 class Engine:
-    def __init__(self, base_model: str, adapter: Path | None = None, system_prompt: str | None = None):
-        self.base_model = base_model
-        self.system_prompt = system_prompt
-        self.tokenizer = load_tokenizer(base_model)
-        self.model = load_model(base_model, adapter=adapter)
-        self._lock = threading.Lock()
+    def __init__(self, ref: str | Path, *, max_batch: int = 16, max_queue: int = 64, max_adapters: int = 8):
+        self.ref = str(ref)
+        self.tokenizer = load_tokenizer(ref)
+        self.model = load_model(ref)
+        self.context = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self.max_batch, self.max_queue, self.max_adapters = max_batch, max_queue, max_adapters
+        self.end_ids = {i for i in (self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")) if isinstance(i, int)}
+        self.adapters: OrderedDict[str, AdapterRef] = OrderedDict()  # resident, least recently used first
+        self.last_batch_size = self.peak_batch = 0
+        self.tokens_per_second = 0.0
+        self._waiting: deque[Job] = deque()
+        self._wake = threading.Condition()
+        self._model_lock = threading.Lock()
+        self._stopping = False
+        self._batch: Batch | None = None
+        self._thread = threading.Thread(target=self._run, name=f"engine:{Path(self.ref).name}", daemon=True)
+        self._thread.start()
 
-    def chat(self, messages: list[dict], **options) -> Completion:
-        # A model fine-tuned with a system prompt is served with it unless the client sends its own.
-        if self.system_prompt and (not messages or messages[0]["role"] != "system"):
-            messages = [{"role": "system", "content": self.system_prompt}, *messages]
-        return self.complete(render_prompt(self.tokenizer, messages), **options)
+    # --- called from request handlers ---------------------------------------------------------------
+    def encode(self, prompt: str) -> list[int]:
+        return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
-    @torch.inference_mode()
-    def complete(self, prompt: str, max_tokens: int = 256, temperature: float = 1.0, top_p: float = 1.0,
-                 stop: list[str] | None = None, seed: int | None = None) -> Completion:
-        inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-        sampling = temperature > 0
-        with self._lock:
-            if seed is not None:
-                torch.manual_seed(seed)
-            output = self.model.generate(
-                **inputs, max_new_tokens=max_tokens, do_sample=sampling,
-                temperature=temperature if sampling else None, top_p=top_p if sampling else None, top_k=None,
-                pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
-            )
-        new = output[0, inputs["input_ids"].shape[1]:].tolist()
-        ended = bool(new) and new[-1] == self.tokenizer.eos_token_id
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
-        cut = min((i for i in (text.find(s) for s in stop or []) if i >= 0), default=-1)
-        if cut >= 0:
-            text, ended = text[:cut], True
-        return Completion(text, inputs["input_ids"].shape[1], len(new), "stop" if ended else "length")
+    def submit(self, job: Job) -> None:
+        with self._wake:
+            if self._stopping:
+                raise Overloaded("the server is shutting down")
+            if len(self._waiting) >= self.max_queue:
+                raise Overloaded(f"{len(self._waiting)} requests are already waiting (queue limit {self.max_queue})")
+            self._waiting.append(job)
+            self._wake.notify()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._waiting)
+
+    def load_adapter(self, adapter: AdapterRef) -> None:
+        with self._model_lock:
+            self._ensure_loaded([adapter], self._batch)
+
+    def unload_adapter(self, key: str) -> bool:
+        with self._model_lock:
+            if key not in self.adapters:
+                return False
+            if any(job.adapter and job.adapter.key == key for job in (self._batch.jobs if self._batch else [])):
+                raise TuneloopError(f"adapter {key} is generating right now; unload it when its requests finish")
+            self.model.delete_adapter(key)
+            del self.adapters[key]
+            return True
+
+    def stop(self) -> None:
+        """Finish every queued and running job, then end the engine thread."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join()
+
+    # --- the engine thread --------------------------------------------------------------------------
+    def _run(self) -> None:
+        batch: Batch | None = None
+        while True:
+            with self._wake:
+                while not self._waiting and not batch and not self._stopping:
+                    self._wake.wait()
+                if self._stopping and not self._waiting and not batch:
+                    return
+                joining = self._take(batch)
+            with self._model_lock:
+                try:
+                    if joining:
+                        self._ensure_loaded([job.adapter for job in joining if job.adapter], batch)
+                    batch = self._batch = batch or Batch(self.model, self.tokenizer.pad_token_id, peft=False)
+                    # Loading the first adapter wraps the model (in place): point the batch at the wrapper.
+                    batch.model, batch.peft = self.model, hasattr(self.model, "peft_config")
+                    self._step(batch, joining)
+                except Exception as err:  # a failed forward fails its jobs, never the engine
+                    log.exception("generation failed")
+                    for job in (batch.jobs if batch else []) + joining:
+                        if not job.finished:
+                            job.fail(f"generation failed: {err.__class__.__name__}: {err}")
+                    batch = None
+                if not batch:
+                    batch = self._batch = None
+
+    def _take(self, batch: Batch | None) -> list[Job]:
+        """Waiting jobs that fit into the running batch (first come, first served; skip cancelled ones)."""
+        room = self.max_batch - (len(batch) if batch else 0)
+        taken, left = [], deque()
+        probe = batch or Batch(self.model, 0, peft=False)
+        while self._waiting:
+            job = self._waiting.popleft()
+            if job.cancelled:
+                job.finish_reason = "cancelled"
+            elif len(taken) < room and probe.accepts(job) and (not taken or _same_kind(taken[0], job)):
+                taken.append(job)
+            else:
+                left.append(job)
+        self._waiting = left
+        return taken
+
+    def _step(self, batch: Batch, joining: list[Job]) -> None:
+        if joining:
+            batch.join(joining)
+        started, before = time.perf_counter(), len(batch)
+        batch.step(lambda job, token: job.add(token, self.end_ids, self._decode))
+        self.last_batch_size, self.peak_batch = before, max(self.peak_batch, before)
+        self.tokens_per_second = before / max(time.perf_counter() - started, 1e-9)
+
+    def _decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def _ensure_loaded(self, adapters: list[AdapterRef], batch: Batch | None) -> None:
+        from peft import PeftModel
+
+        for adapter in adapters:
+            if adapter.key in self.adapters:
+                self.adapters.move_to_end(adapter.key)
+                continue
+            if not (Path(adapter.path) / "adapter_config.json").is_file():
+                raise TuneloopError(f"{adapter.path}: not a PEFT adapter folder (no adapter_config.json)")
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(adapter.path, adapter_name=adapter.key)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, adapter.path, adapter_name=adapter.key).eval()
+            self.adapters[adapter.key] = adapter
+        in_use = {a.key for a in adapters} | {j.adapter.key for j in (batch.jobs if batch else []) if j.adapter}
+        for key in [k for k in self.adapters if k not in in_use][: max(0, len(self.adapters) - self.max_adapters)]:
+            self.model.delete_adapter(key)
+            del self.adapters[key]
+
+
+def _same_kind(first: Job, job: Job) -> bool:
+    """Jobs that can share a batch: LoRA/base jobs together, a DoRA adapter only with itself."""
+    dora = lambda j: j.adapter.key if j.adapter and j.adapter.dora else None  # noqa: E731
+    return dora(first) == dora(job)
+
+
+@torch.inference_mode()
+def warm_up(engine: Engine) -> None:
+    """One tiny forward so the first real request does not pay for lazy initialisation."""
+    engine.model(input_ids=torch.tensor([[engine.tokenizer.eos_token_id]]))

@@ -1,0 +1,134 @@
+"""A running batch of generations sharing one KV cache (continuous batching).
+
+Rows are left-padded; positions count only real tokens, so a row's keys do not depend on its padding.
+That lets jobs join between decode steps (their prefill is padded to the batch's length, or the batch
+to theirs) and lets finished rows leave at once, so a short request never waits for a long one.
+
+LoRA adapters mix freely in one batch through PEFT's `adapter_names`; PEFT cannot mix DoRA adapters,
+so a DoRA batch holds one adapter only (`Batch.dora`).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+from tuneloop.serve.job import Job
+
+
+class Batch:
+    def __init__(self, model, pad_id: int, peft: bool):
+        self.model, self.pad_id, self.peft = model, pad_id, peft
+        self.jobs: list[Job] = []
+        self.dora: str | None = None
+        self.generators: list[torch.Generator | None] = []
+        self.mask = self.positions = self.logits = None
+        self.cache: DynamicCache | None = None
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def accepts(self, job: Job) -> bool:
+        dora = job.adapter.key if job.adapter and job.adapter.dora else None
+        return not self.jobs or dora == self.dora
+
+    @torch.inference_mode()
+    def join(self, jobs: list[Job]) -> None:
+        """Prefill `jobs` together and add them to the running batch."""
+        width = max(len(j.prompt_ids) for j in jobs)
+        ids = torch.full((len(jobs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(jobs), width), dtype=torch.long)
+        for row, job in enumerate(jobs):
+            ids[row, width - len(job.prompt_ids):] = torch.tensor(job.prompt_ids)
+            mask[row, width - len(job.prompt_ids):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        logits = self._forward(jobs, ids, mask, positions, cache)
+        if not self.jobs:
+            self.dora = jobs[0].adapter.key if jobs[0].adapter and jobs[0].adapter.dora else None
+            self.jobs, self.mask, self.positions, self.logits, self.cache = list(jobs), mask, positions[:, -1:], logits, cache
+        else:
+            self.mask, mask = _pad_left_to_same(self.mask, mask)
+            _merge_caches(self.cache, cache)
+            self.mask = torch.cat([self.mask, mask])
+            self.positions = torch.cat([self.positions, positions[:, -1:]])
+            self.logits = torch.cat([self.logits, logits])
+            self.jobs += jobs
+        self.generators += [job.sampling.generator() for job in jobs]
+
+    @torch.inference_mode()
+    def step(self, on_token: Callable[[Job, int], bool]) -> None:
+        """Pick each row's next token, let finished rows leave, and compute the next logits."""
+        tokens = _pick(self.logits, [job.sampling for job in self.jobs], self.generators)
+        keep = [row for row, job in enumerate(self.jobs) if not on_token(job, int(tokens[row]))]
+        if len(keep) < len(self.jobs):
+            self._select(keep)
+            tokens = tokens[keep]
+        if not self.jobs:
+            return
+        self.mask = torch.cat([self.mask, torch.ones((len(self.jobs), 1), dtype=torch.long)], dim=1)
+        self.positions = self.positions + 1
+        self.logits = self._forward(self.jobs, tokens[:, None], self.mask, self.positions, self.cache)
+
+    def _select(self, rows: list[int]) -> None:
+        self.jobs = [self.jobs[r] for r in rows]
+        self.generators = [self.generators[r] for r in rows]
+        if not rows:
+            self.mask = self.positions = self.logits = self.cache = None
+            self.dora = None
+            return
+        index = torch.tensor(rows)
+        self.mask, self.positions, self.logits = self.mask[index], self.positions[index], self.logits[index]
+        self.cache.batch_select_indices(index)
+
+    def _forward(self, jobs: list[Job], ids, mask, positions, cache) -> torch.Tensor:
+        extra = {}
+        if self.peft:
+            dora = [j.adapter.key for j in jobs if j.adapter and j.adapter.dora]
+            if dora:
+                self.model.set_adapter(dora[0])
+            else:
+                extra["adapter_names"] = [j.adapter.key if j.adapter else "__base__" for j in jobs]
+        extra[_cache_argument(type(self.model.get_base_model() if self.peft else self.model))] = cache
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **extra)
+        return out.logits[:, -1].float()
+
+
+@functools.cache
+def _cache_argument(model_class) -> str:
+    """transformers 5.x renames `past_key_values` to `cache` (version shim: the one place that knows)."""
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
+def _pick(logits: torch.Tensor, sampling, generators) -> torch.Tensor:
+    """Greedy where temperature is 0, else nucleus sampling with each job's own generator (seeded)."""
+    tokens = logits.argmax(-1)
+    for row, (settings, generator) in enumerate(zip(sampling, generators)):
+        if generator is None:
+            continue
+        probs = torch.softmax(logits[row] / settings.temperature, -1)
+        if settings.top_p < 1:
+            ordered, order = probs.sort(descending=True)
+            outside = ordered.cumsum(-1) - ordered > settings.top_p
+            probs = probs.scatter(0, order, ordered.masked_fill(outside, 0))
+        tokens[row] = torch.multinomial(probs, 1, generator=generator)[0]
+    return tokens
+
+
+def _pad_left_to_same(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(a.shape[1], b.shape[1])
+    return F.pad(a, (width - a.shape[1], 0)), F.pad(b, (width - b.shape[1], 0))
+
+
+def _merge_caches(into: DynamicCache, other: DynamicCache) -> None:
+    """Append `other`'s rows to `into`, left-padding the shorter side with masked zeros."""
+    for mine, theirs in zip(into.layers, other.layers):
+        width = max(mine.keys.shape[-2], theirs.keys.shape[-2])
+        pad = lambda t: F.pad(t, (0, 0, width - t.shape[-2], 0))  # noqa: E731 - (head_dim, seq) padding
+        mine.keys = torch.cat([pad(mine.keys), pad(theirs.keys)])
+        mine.values = torch.cat([pad(mine.values), pad(theirs.values)])

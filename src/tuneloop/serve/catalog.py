@@ -1,0 +1,118 @@
+"""What a request's `model` names, resolved to an engine and an adapter.
+
+Names, in the order they are tried:
+- a route (A/B split): one of its variants is picked, then resolved as below;
+- the base model's name: the base without adapters;
+- a folder given to `tuneloop serve --model`, by its name;
+- a registry reference: `name:3`, `name@production`, or a bare `name` (its `production` alias when it
+  has one, else its latest version). Aliases are looked up per request, so moving or rolling back an
+  alias takes effect at once, without a restart.
+
+Adapters of one base share that base's engine; a fully fine-tuned model gets an engine of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneloop.artifacts import read_manifest
+from tuneloop.errors import TuneloopError
+from tuneloop.models import is_full_model, resolve_model, weights_folder
+from tuneloop.serve.engine import Engine
+from tuneloop.serve.job import AdapterRef
+from tuneloop.serve.routing import Routes
+
+
+class ModelNotFound(TuneloopError):
+    pass
+
+
+@dataclass
+class Target:
+    requested: str
+    variant: str | None  # the route variant chosen for this request, when `requested` is a route
+    version: str | None  # registry name:version, or the folder name
+    engine: Engine
+    adapter: AdapterRef | None
+    system_prompt: str | None
+
+
+class Catalog:
+    def __init__(self, base: str, *, registry=None, routes: Routes | None = None, folders: dict[str, Path] | None = None,
+                 engine_options: dict[str, Any] | None = None):
+        self.base, self.registry, self.routes = base, registry, routes or Routes()
+        self.folders = dict(folders or {})
+        self.engine_options = engine_options or {}
+        self.engines: dict[str, Engine] = {}
+        self._lock = threading.Lock()
+        self.engine_for(base)
+
+    def engine_for(self, ref: str | Path) -> Engine:
+        key = str(resolve_model(ref))
+        with self._lock:
+            if key not in self.engines:
+                self.engines[key] = Engine(ref, **self.engine_options)
+            return self.engines[key]
+
+    def resolve(self, requested: str, user: str | None = None) -> Target:
+        variant = self.routes.pick(requested, user) if requested in self.routes else None
+        name = variant or requested
+        if name == self.base:
+            return Target(requested, variant, None, self.engine_for(self.base), None, None)
+        if name in self.folders:
+            return self._target(requested, variant, name, self.folders[name], _system_prompt(self.folders[name]))
+        if self.registry is None:
+            raise ModelNotFound(f"model '{name}' is not served here (served: {', '.join(self.listing())})")
+        try:
+            version = self.registry.resolve(self._default_alias(name))
+        except TuneloopError as err:
+            raise ModelNotFound(f"model '{name}': {err}") from None
+        artifact = Path(version["artifact_path"])
+        return self._target(requested, variant, version["ref"], artifact, (version.get("task") or {}).get("system_prompt"),
+                            base=version["base_model"])
+
+    def listing(self) -> list[str]:
+        names = {self.base, *self.folders, *self.routes.names()}
+        if self.registry is not None:
+            names |= {m["name"] for m in self.registry.models()}
+            names |= {f"{a['name']}@{a['alias']}" for a in self.registry.aliases()}
+        return sorted(names)
+
+    def close(self) -> None:
+        for engine in list(self.engines.values()):
+            engine.stop()
+
+    def _default_alias(self, name: str) -> str:
+        if ":" in name or "@" in name:
+            return name
+        has_production = any(a["alias"] == "production" for a in self.registry.aliases(name))
+        return f"{name}@production" if has_production else name
+
+    def _target(self, requested, variant, version, artifact: Path, system_prompt, base: str | None = None) -> Target:
+        weights = weights_folder(artifact)
+        if is_full_model(weights):
+            return Target(requested, variant, version, self.engine_for(weights), None, system_prompt)
+        base = base or _manifest_base(artifact) or self.base
+        if str(resolve_model(base)) != str(resolve_model(self.base)):
+            raise ModelNotFound(f"model '{version}' is an adapter for base '{base}', but this server's base is '{self.base}'; "
+                                f"start a server with --base {base}")
+        dora = bool(json.loads((weights / "adapter_config.json").read_text()).get("use_dora"))
+        return Target(requested, variant, version, self.engine_for(self.base), AdapterRef(version, str(weights), dora), system_prompt)
+
+
+def _manifest_base(run_dir: Path) -> str | None:
+    try:
+        return read_manifest(run_dir)["model"]["name"]
+    except TuneloopError:
+        return None
+
+
+def _system_prompt(run_dir: Path) -> str | None:
+    try:
+        return (read_manifest(run_dir).get("task") or {}).get("system_prompt")
+    except TuneloopError:
+        return None

@@ -1,0 +1,167 @@
+"""One generation request from HTTP body to response: resolve the model, check limits, queue a job,
+answer in one piece or as server-sent events, then record metrics and the request log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from tuneloop.models import render_prompt
+from tuneloop.serve.catalog import ModelNotFound, Target
+from tuneloop.serve.engine import Overloaded
+from tuneloop.serve.job import Job, Sampling
+from tuneloop.serve.schemas import ChatRequest, CompletionRequest
+
+
+def error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
+          headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": code}}, status_code=status, headers=headers)
+
+
+@dataclass
+class Limits:
+    default_max_tokens: int = 256
+    max_tokens: int = 1024
+    timeout: float = 120.0  # seconds per request, queueing included
+
+
+class Generate:
+    """Callable per endpoint ("chat" or "completion") that the app mounts."""
+
+    def __init__(self, endpoint: str, catalog, metrics, request_log, limits: Limits):
+        self.endpoint, self.catalog, self.metrics, self.log, self.limits = endpoint, catalog, metrics, request_log, limits
+        self.kind = "chat.completion" if endpoint == "chat" else "text_completion"
+
+    async def __call__(self, body: ChatRequest | CompletionRequest):
+        started, rid = time.perf_counter(), f"{'chatcmpl' if self.endpoint == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
+        record = {"id": rid, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(), "model": body.model, "variant": None,
+                  "route": None, "user": body.user, "request": body.model_dump(exclude_none=True), "prompt_tokens": 0,
+                  "completion_tokens": 0, "response": None, "error": None, "ttft_ms": None}
+        try:
+            target = await run_in_threadpool(self.catalog.resolve, body.model, body.user)
+        except ModelNotFound as err:
+            return self._fail(record, started, 404, str(err), code="model_not_found")
+        record.update(model=target.version or target.requested, variant=target.variant,
+                      route=target.requested if target.variant else None)
+        headers = {"x-request-id": rid, "x-tuneloop-model": record["model"]}
+        if target.variant:
+            headers["x-tuneloop-variant"] = target.variant
+
+        ids = target.engine.encode(self._prompt(body, target))
+        limit = body.token_limit(self.limits.default_max_tokens)
+        if limit > self.limits.max_tokens:
+            return self._fail(record, started, 400, f"max_tokens is {limit}, above this server's limit of {self.limits.max_tokens}", headers=headers)
+        if len(ids) + limit > target.engine.context:
+            return self._fail(record, started, 400, f"the prompt has {len(ids)} tokens and max_tokens is {limit}: together "
+                              f"{len(ids) + limit}, more than the model's context of {target.engine.context} tokens; shorten "
+                              "the prompt or lower max_tokens", code="context_length_exceeded", headers=headers)
+        record["prompt_tokens"] = len(ids)
+
+        loop, events = asyncio.get_running_loop(), asyncio.Queue()
+        job = Job(ids, limit, lambda kind, payload: loop.call_soon_threadsafe(events.put_nowait, (kind, payload)),
+                  Sampling(body.temperature, body.top_p, body.seed), body.stop or [], target.adapter)
+        try:
+            target.engine.submit(job)
+        except Overloaded as err:
+            return self._fail(record, started, 429, f"server busy: {err}; retry shortly", kind="rate_limit_error",
+                              headers={**headers, "Retry-After": "1"})
+        deadline = started + self.limits.timeout
+        if body.stream:
+            return StreamingResponse(self._stream(body, job, events, record, started, deadline, rid),
+                                     media_type="text/event-stream", headers=headers)
+        async for _ in self._events(job, events, deadline):
+            pass
+        if job.finish_reason not in ("stop", "length"):
+            return self._fail(record, started, 504 if job.finish_reason == "timeout" else 500, job.text, kind="server_error", headers=headers)
+        self._done(record, job, started)
+        return JSONResponse({"id": rid, "object": self.kind, "created": int(time.time()), "model": body.model,
+                             "choices": [self._choice(job.text, job.finish_reason, final=True)], "usage": _usage(job)}, headers=headers)
+
+    def _prompt(self, body, target: Target) -> str:
+        if self.endpoint == "completion":
+            return body.prompt
+        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        # A model fine-tuned with a system prompt is served with it unless the client sends its own.
+        if target.system_prompt and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": target.system_prompt})
+        return render_prompt(target.engine.tokenizer, messages)
+
+    async def _events(self, job: Job, events: asyncio.Queue, deadline: float) -> AsyncIterator[str]:
+        """Text deltas as they come; ends when the job is done, failed or out of time (job.finish_reason says)."""
+        try:
+            while True:
+                try:
+                    kind, payload = await asyncio.wait_for(events.get(), max(deadline - time.perf_counter(), 0.001))
+                except asyncio.TimeoutError:
+                    job.cancelled, job.finish_reason, job.text = True, "timeout", f"the request ran out of time ({self.limits.timeout:g} s)"
+                    return
+                if kind == "delta":
+                    yield payload
+                elif kind == "error":
+                    job.text = payload
+                    return
+                else:
+                    return
+        finally:
+            if not job.finished:
+                job.cancelled = True  # the client went away: stop generating for it
+
+    async def _stream(self, body, job: Job, events, record, started, deadline, rid) -> AsyncIterator[str]:
+        created = int(time.time())
+
+        def chunk(choice: dict, usage: dict | None = None) -> str:
+            payload = {"id": rid, "object": f"{self.kind}.chunk" if self.endpoint == "chat" else self.kind,
+                       "created": created, "model": body.model, "choices": [choice] if choice else []}
+            if usage is not None:
+                payload["usage"] = usage
+            return f"data: {json.dumps(payload)}\n\n"
+
+        if self.endpoint == "chat":
+            yield chunk({"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None})
+        async for delta in self._events(job, events, deadline):
+            yield chunk(self._choice(delta, None, final=False))
+        if job.finish_reason in ("stop", "length"):
+            yield chunk(self._choice("", job.finish_reason, final=False))
+            if body.stream_options and body.stream_options.include_usage:
+                yield chunk({}, _usage(job))
+            self._done(record, job, started)
+        else:
+            yield f"data: {json.dumps({'error': {'message': job.text, 'type': 'server_error'}})}\n\n"
+            self._fail(record, started, 504 if job.finish_reason == "timeout" else 500, job.text)
+        yield "data: [DONE]\n\n"
+
+    def _choice(self, text: str, finish: str | None, final: bool) -> dict[str, Any]:
+        if self.endpoint == "chat":
+            content = {"message": {"role": "assistant", "content": text}} if final else {"delta": {"content": text} if text else {}}
+            return {"index": 0, **content, "finish_reason": finish, "logprobs": None}
+        return {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+
+    def _done(self, record: dict, job: Job, started: float) -> None:
+        record.update(status=200, latency_ms=(time.perf_counter() - started) * 1000, completion_tokens=len(job.tokens),
+                      response=job.text, ttft_ms=((job.first_token_at or started) - started) * 1000)
+        self._record(record)
+
+    def _fail(self, record: dict, started: float, status: int, message: str, kind: str = "invalid_request_error",
+              code: str | None = None, headers: dict | None = None) -> JSONResponse:
+        record.update(status=status, latency_ms=(time.perf_counter() - started) * 1000, error=message)
+        self._record(record)
+        return error(status, message, kind, code, headers)
+
+    def _record(self, record: dict) -> None:
+        self.metrics.observe(record, self.endpoint)
+        if self.log is not None:
+            self.log.add(record)
+
+
+def _usage(job: Job) -> dict[str, int]:
+    return {"prompt_tokens": len(job.prompt_ids), "completion_tokens": len(job.tokens),
+            "total_tokens": len(job.prompt_ids) + len(job.tokens)}

@@ -1,0 +1,106 @@
+"""One generation request inside the engine: its prompt, sampling settings, and the text it has produced.
+
+The engine thread feeds a job one token at a time (`Job.add`); the job turns tokens into text deltas,
+applies stop strings without ever sending a partial stop string, and reports events through `emit`,
+which the HTTP side hands over to its event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    """A LoRA/DoRA adapter folder, keyed by an immutable name (a registry `name:version`)."""
+
+    key: str
+    path: str
+    dora: bool = False
+
+
+@dataclass
+class Sampling:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def generator(self) -> torch.Generator | None:
+        if self.temperature <= 0:
+            return None
+        generator = torch.Generator()
+        generator.manual_seed(self.seed if self.seed is not None else torch.seed())
+        return generator
+
+
+@dataclass
+class Job:
+    prompt_ids: list[int]
+    max_tokens: int
+    emit: Callable[[str, Any], None]  # ("delta", text) ... then ("done", Job) or ("error", message)
+    sampling: Sampling = field(default_factory=Sampling)
+    stop: list[str] = field(default_factory=list)
+    adapter: AdapterRef | None = None
+    cancelled: bool = False
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    finish_reason: str | None = None
+    submitted_at: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    _sent: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def add(self, token: int, end_ids: set[int], decode: Callable[[list[int]], str]) -> bool:
+        """Take the next token; returns True when the job is finished."""
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        if self.cancelled:
+            self.finish_reason = "cancelled"
+            return True
+        if token in end_ids:
+            return self._finish("stop")
+        self.tokens.append(token)
+        text = decode(self.tokens)
+        cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            self.text = text[:cut]
+            return self._finish("stop")
+        self.text = text
+        if len(self.tokens) >= self.max_tokens:
+            return self._finish("length")
+        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+            self._send(len(text) - _held_back(text, self.stop))
+        return False
+
+    def fail(self, message: str) -> None:
+        self.finish_reason = "error"
+        self.emit("error", message)
+
+    def _finish(self, reason: str) -> bool:
+        self.finish_reason = reason
+        self._send(len(self.text))
+        self.emit("done", self)
+        return True
+
+    def _send(self, upto: int) -> None:
+        if upto > self._sent:
+            self.emit("delta", self.text[self._sent:upto])
+            self._sent = upto
+
+
+def _held_back(text: str, stops: list[str]) -> int:
+    """Length of the longest end of `text` that could still grow into a stop string."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if stop.startswith(text[-size:]):
+                longest = size
+                break
+    return longest

@@ -1,0 +1,65 @@
+"""Assemble a server from command-line options: registry, base model, preloaded models, routes, request log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from tuneloop.artifacts import read_manifest
+from tuneloop.models import EMBEDDED
+from tuneloop.serve.app import create_app
+from tuneloop.serve.catalog import Catalog
+from tuneloop.serve.handler import Limits
+from tuneloop.serve.routing import Routes
+from tuneloop.serve.telemetry import RequestLog
+
+
+@dataclass
+class ServeOptions:
+    models: list[str] = field(default_factory=list)  # registry refs or run/adapter folders to load at start
+    base: str | None = None
+    registry: str | None = None  # SQLAlchemy URL
+    routes: Path | None = None
+    api_keys: list[str] | None = None
+    request_log: str = "registry"  # "registry", "off", or a .jsonl path
+    max_batch: int = 16
+    max_queue: int = 64
+    max_adapters: int = 8
+    limits: Limits = field(default_factory=Limits)
+
+
+def build_app(options: ServeOptions) -> tuple[FastAPI, Catalog]:
+    from tuneloop.registry.store import Registry
+
+    registry = Registry(options.registry)
+    folders = {_folder_name(Path(m)): Path(m) for m in options.models if Path(m).is_dir()}
+    catalog = Catalog(
+        options.base or _base_of(options.models, registry) or EMBEDDED, registry=registry,
+        routes=Routes.load(options.routes) if options.routes else Routes(), folders=folders,
+        engine_options={"max_batch": options.max_batch, "max_queue": options.max_queue, "max_adapters": options.max_adapters},
+    )
+    for name in [*folders, *(m for m in options.models if not Path(m).is_dir())]:
+        target = catalog.resolve(name)  # fails early on a name that does not resolve
+        if target.adapter:
+            target.engine.load_adapter(target.adapter)
+    sink = None if options.request_log == "off" else (
+        RequestLog(registry=registry) if options.request_log == "registry" else RequestLog(path=Path(options.request_log)))
+    return create_app(catalog, api_keys=options.api_keys, limits=options.limits, request_log=sink), catalog
+
+
+def _base_of(models: list[str], registry) -> str | None:
+    for ref in models:
+        if Path(ref).is_dir():
+            try:
+                return read_manifest(Path(ref))["model"]["name"]
+            except Exception:
+                continue
+        return registry.resolve(ref)["base_model"]
+    return None
+
+
+def _folder_name(path: Path) -> str:
+    path = path.resolve()
+    return path.parent.name if path.name in ("train", "adapter", "model") else path.name
