@@ -256,6 +256,32 @@ class ServeConfig(Strict):
     port: int = Field(8000, gt=0, lt=65536)
 
 
+class DriftConfig(Strict):
+    """When `tuneloop monitor drift` calls production traffic different from the training data."""
+
+    ks_p_value: float = Field(0.01, gt=0, lt=1)  # input lengths: drift when the KS test's p-value is below
+    domain_auc: float = Field(0.75, gt=0.5, le=1)  # embeddings: drift when a classifier separates the samples this well
+    mean_distance: float = Field(0.05, gt=0, le=2)  # embeddings: cosine distance between the two mean embeddings
+    label_psi: float = Field(0.2, gt=0)  # output labels: population stability index above this is drift
+    min_samples: int = Field(30, gt=1)  # fewer requests than this: no verdict
+
+
+class MonitorConfig(Strict):
+    drift: DriftConfig = DriftConfig()
+    # Alert rules, e.g. "error_rate > 0.02 over 5m", "json_valid < 0.95", "p95_latency_ms > 2000", "drift".
+    alerts: list[str] = []
+    webhook: str | None = None  # alerts are POSTed here as JSON (and always written to the alert log)
+
+
+class LoopConfig(Strict):
+    """`tuneloop loop`: retrain with feedback, then promote only a model that is better."""
+
+    feedback: bool = True  # add feedback exported from the registry to the training data
+    min_score: float = Field(0.8, ge=0, le=1)  # feedback score at or above which a response counts as approved
+    # A gated metric may fall this much below production's and still count as "not worse".
+    tolerance: float = Field(0.0, ge=0)
+
+
 class PipelineConfig(Strict):
     name: str = "run"
     model: ModelConfig = ModelConfig()
@@ -266,6 +292,8 @@ class PipelineConfig(Strict):
     eval: EvalConfig = EvalConfig()
     registry: RegistryConfig = RegistryConfig()
     serve: ServeConfig = ServeConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    loop: LoopConfig = LoopConfig()
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:

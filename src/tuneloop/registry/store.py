@@ -29,7 +29,7 @@ from tuneloop.artifacts import tuneloop_home
 from tuneloop.errors import TuneloopError
 from tuneloop.registry import aliases as alias_ops
 from tuneloop.registry import migrate, requestlog
-from tuneloop.registry.tables import Alias, AliasEvent, ModelVersion, RequestRecord, utcnow
+from tuneloop.registry.tables import Alias, AliasEvent, Feedback, ModelVersion, RequestRecord, utcnow
 
 __all__ = ["ModelVersion", "Registry", "default_url", "parse_ref"]
 
@@ -242,6 +242,32 @@ class Registry:
             query = query.limit(limit)
         with Session(self.engine) as session:
             return [row.to_dict() for row in reversed(session.scalars(query).all())]  # ... returned oldest first
+
+    def request(self, request_id: str) -> dict[str, Any] | None:
+        with Session(self.engine) as session:
+            row = session.get(RequestRecord, request_id)
+            return row.to_dict() if row else None
+
+    # --- feedback on served responses ------------------------------------------------------------
+    def add_feedback(self, request_id: str, *, rating: str | None = None, score: float | None = None,
+                     corrected: str | None = None, comment: str | None = None) -> dict[str, Any]:
+        def add(session: Session) -> dict[str, Any]:
+            row = Feedback(request_id=request_id, rating=rating, score=score, corrected=corrected, comment=comment,
+                           created_at=utcnow())
+            session.add(row)
+            session.flush()
+            return row.to_dict()
+
+        return self._write("add feedback", add)
+
+    def feedback(self, since: dt.datetime | None = None) -> list[dict[str, Any]]:
+        """Feedback oldest first, each with the logged `request` it judges (None if that was never logged)."""
+        query = select(Feedback, RequestRecord).outerjoin(RequestRecord, RequestRecord.id == Feedback.request_id)
+        if since is not None:
+            query = query.where(Feedback.created_at >= requestlog.to_utc(since, "since"))
+        with Session(self.engine) as session:
+            return [fb.to_dict() | {"request": req.to_dict() if req else None}
+                    for fb, req in session.execute(query.order_by(Feedback.id))]
 
     # --- helpers ---------------------------------------------------------------------------------
     def _write(self, what: str, work: Callable[[Session], T],

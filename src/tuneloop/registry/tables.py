@@ -119,3 +119,23 @@ class RequestRecord(Base):
         row = {column.name: getattr(self, column.name) for column in self.__table__.columns}
         row["created_at"] = as_utc(self.created_at).isoformat()
         return row
+
+
+class Feedback(Base):
+    """A user's judgement of one served response (POST /v1/feedback): a rating, a score, a correction."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (Index("ix_feedback_request_id", "request_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    rating: Mapped[str | None] = mapped_column(String(10))  # "up" | "down"
+    score: Mapped[float | None] = mapped_column(Float)  # 0..1
+    corrected: Mapped[str | None] = mapped_column(Text)  # the output the model should have given
+    comment: Mapped[str | None] = mapped_column(Text)
+
+    def to_dict(self) -> dict[str, Any]:
+        row = {column.name: getattr(self, column.name) for column in self.__table__.columns}
+        row["created_at"] = as_utc(self.created_at).isoformat()
+        return row

@@ -22,7 +22,7 @@ from tuneloop.errors import TuneloopError
 from tuneloop.serve.catalog import Catalog, ModelNotFound
 from tuneloop.serve.handler import Generate, Limits, error
 from tuneloop.serve.routing import Route
-from tuneloop.serve.schemas import ChatRequest, CompletionRequest
+from tuneloop.serve.schemas import ChatRequest, CompletionRequest, FeedbackRequest
 from tuneloop.serve.telemetry import Metrics, RequestLog
 
 
@@ -79,6 +79,19 @@ def create_app(catalog: Catalog, *, api_keys: list[str] | None = None, limits: L
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest):
         return await complete(body)
+
+    @app.post("/v1/feedback")
+    def feedback(body: FeedbackRequest):
+        registry = catalog.registry
+        if registry is None:
+            return error(501, "feedback needs a registry database; start the server with --registry")
+        if request_log is not None:
+            request_log.flush()
+        if request_log is not None and request_log.registry is not None and registry.request(body.request_id) is None:
+            return error(404, f"no logged request with id '{body.request_id}' (the id of a completion this server returned)")
+        stored = registry.add_feedback(body.request_id, rating=body.rating, score=body.score, corrected=body.corrected,
+                                       comment=body.comment)
+        return {"object": "feedback", **stored}
 
     # --- run-time administration -----------------------------------------------------------------
     @app.get("/admin/routes")

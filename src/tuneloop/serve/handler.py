@@ -66,9 +66,8 @@ class Generate:
                               "the prompt or lower max_tokens", code="context_length_exceeded", headers=headers)
         record["prompt_tokens"] = len(ids)
 
-        loop, events = asyncio.get_running_loop(), asyncio.Queue()
-        job = Job(ids, limit, lambda kind, payload: loop.call_soon_threadsafe(events.put_nowait, (kind, payload)),
-                  Sampling(body.temperature, body.top_p, body.seed), body.stop or [], target.adapter)
+        events: asyncio.Queue = asyncio.Queue()
+        job = Job(ids, limit, _handoff(events), Sampling(body.temperature, body.top_p, body.seed), body.stop or [], target.adapter)
         try:
             target.engine.submit(job)
         except Overloaded as err:
@@ -160,6 +159,19 @@ class Generate:
         self.metrics.observe(record, self.endpoint)
         if self.log is not None:
             self.log.add(record)
+
+
+def _handoff(events: asyncio.Queue):
+    """An `emit` for the engine thread: puts events on this request's queue in the event loop's thread."""
+    loop = asyncio.get_running_loop()
+
+    def emit(kind: str, payload: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(events.put_nowait, (kind, payload))
+        except RuntimeError:  # the loop has closed (server stopped under this request): nobody is listening
+            pass
+
+    return emit
 
 
 def _usage(job: Job) -> dict[str, int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class TextPart(BaseModel):
@@ -78,3 +78,21 @@ class CompletionRequest(Generation):
 
     def token_limit(self, default: int) -> int:
         return self.max_tokens or default
+
+
+class FeedbackRequest(BaseModel):
+    """POST /v1/feedback: a judgement of one response, by its request id (the `id` of the completion)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=64)
+    rating: Literal["up", "down"] | None = None
+    score: float | None = Field(None, ge=0, le=1)
+    corrected: str | None = Field(None, min_length=1)  # the answer the model should have given
+    comment: str | None = None
+
+    @model_validator(mode="after")
+    def _says_something(self) -> FeedbackRequest:
+        if self.rating is None and self.score is None and self.corrected is None and not self.comment:
+            raise ValueError("give at least one of rating (up/down), score (0..1), corrected or comment")
+        return self

@@ -57,7 +57,7 @@ class RequestLog:
 
     def __init__(self, registry=None, path: Path | None = None, flush_every: float = 0.5):
         self.registry, self.path, self.flush_every = registry, path, flush_every
-        self._queue: queue.Queue[dict | None] = queue.Queue()
+        self._queue: queue.Queue[dict | threading.Event | None] = queue.Queue()  # None: stop
         self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
         self._thread.start()
 
@@ -68,17 +68,25 @@ class RequestLog:
         self._queue.put(None)
         self._thread.join()
 
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every record added so far is written."""
+        written = threading.Event()
+        self._queue.put(written)
+        written.wait(timeout)
+
     def _run(self) -> None:
         while True:
-            records = [self._queue.get()]
+            items = [self._queue.get()]
             deadline = time.monotonic() + self.flush_every
-            while records[-1] is not None and (left := deadline - time.monotonic()) > 0:
+            while isinstance(items[-1], dict) and (left := deadline - time.monotonic()) > 0:
                 try:
-                    records.append(self._queue.get(timeout=left))
+                    items.append(self._queue.get(timeout=left))
                 except queue.Empty:
                     break
-            self._write([r for r in records if r is not None])
-            if records[-1] is None:
+            self._write([item for item in items if isinstance(item, dict)])
+            if isinstance(items[-1], threading.Event):
+                items[-1].set()
+            if items[-1] is None:
                 return
 
     def _write(self, records: list[dict]) -> None:

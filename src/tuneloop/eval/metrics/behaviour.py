@@ -7,7 +7,7 @@ import re
 from tuneloop.eval.metrics import Context, sample_metric
 
 # Openings of the usual refusals and disclaimers of instruction-tuned models.
-_REFUSAL = re.compile(
+REFUSAL = re.compile(
     r"^\W*(i'?m sorry|i am sorry|sorry, |i can(?:no|')t|i cannot|i'?m (?:not able|unable)|i am (?:not able|unable)|"
     r"as an ai\b|i (?:won'?t|will not) be able)",
     re.IGNORECASE,
@@ -17,6 +17,6 @@ _REFUSAL = re.compile(
 @sample_metric
 def behaviour(predictions: list[str], references: list[str], ctx: Context) -> list[dict[str, float]]:
     return [
-        {"empty": float(not p.strip()), "refusal": float(bool(_REFUSAL.match(p))), "length_chars": float(len(p))}
+        {"empty": float(not p.strip()), "refusal": float(bool(REFUSAL.match(p))), "length_chars": float(len(p))}
         for p in predictions
     ]

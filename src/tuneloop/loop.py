@@ -1,0 +1,118 @@
+"""`tuneloop loop`: one round of the closed loop, chaining the stages through their artifacts on disk.
+
+feedback -> data (old inputs + feedback, the production model's test split frozen) -> train ->
+evaluate the candidate (gates) and production on the same frozen test split -> register the candidate
+-> point `challenger` at it -> move `production` to it only when its gates pass and no gated metric
+is worse than production's (within `loop.tolerance`). Otherwise production stays and the round says why.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tuneloop.artifacts import read_manifest
+from tuneloop.config import ObjectiveConfig, PipelineConfig
+from tuneloop.data.prepare import prepare
+from tuneloop.eval.evaluate import evaluate
+from tuneloop.models import trained_weights, weights_folder
+from tuneloop.monitor.feedback import export_feedback
+from tuneloop.registry.lineage import register_run
+from tuneloop.registry.store import Registry
+from tuneloop.train.trainer import train
+from tuneloop.ui import console
+
+
+def run_loop(cfg: PipelineConfig, run_dir: Path) -> dict:
+    started = time.time()
+    registry = Registry(cfg.registry.url)
+    name = cfg.registry.name
+    production = _alias(registry, name, "production")
+    console.print(f"production: {production['ref'] if production else 'none yet (this round can set it)'}")
+
+    console.rule("[bold]1/5 feedback")
+    inputs = list(cfg.data.inputs)
+    feedback = None
+    if cfg.loop.feedback:
+        feedback = export_feedback(registry, run_dir / "feedback.jsonl", min_score=cfg.loop.min_score, pii=cfg.data.pii)
+        console.print(f"{feedback['rows']} rows from feedback ({feedback['corrected']} corrected, {feedback['approved']} approved); "
+                      f"skipped {feedback['skipped']}")
+        if feedback["rows"]:
+            inputs.append(Path(feedback["out"]))
+
+    console.rule("[bold]2/5 data")
+    frozen = _test_split_of(production) or cfg.data.frozen_test
+    data_dir = run_dir / "data"
+    report = prepare(inputs, data_dir, cfg.data.model_copy(update={"frozen_test": frozen}), cfg.task, cfg.model)
+    console.print(f"{report['splits']} (test split {'frozen from ' + str(frozen) if frozen else 'new'})")
+
+    console.rule("[bold]3/5 train")
+    train_dir = run_dir / "train"
+    summary = train(cfg.train, cfg.model, data_dir, train_dir)
+    console.print(f"loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f}")
+
+    console.rule("[bold]4/5 evaluate: candidate and production on the same test split")
+    candidate = evaluate(cfg.eval, cfg.model, cfg.task, cfg.objective, data_dir, trained_weights(train_dir), run_dir / "eval")
+    current = None
+    if production:
+        only_model = cfg.eval.model_copy(update={"systems": ["finetuned"], "regression": False})
+        current = evaluate(only_model, cfg.model, cfg.task, ObjectiveConfig(), data_dir,
+                           weights_folder(Path(production["artifact_path"])), run_dir / "eval-production")
+
+    console.rule("[bold]5/5 register and decide")
+    version = register_run(registry, name, train_dir, run_dir / "eval", note=f"loop round {run_dir.name}")
+    registry.set_alias(name, "challenger", version["version"], reason="loop: newest candidate")
+    promote, reasons = decide(candidate, current, cfg.objective, cfg.loop.tolerance)
+    if promote:
+        registry.set_alias(name, "production", version["version"], reason="loop: " + "; ".join(reasons))
+        console.print(f"[green]promoted {version['ref']} to production[/]: " + "; ".join(reasons))
+    else:
+        console.print(f"[yellow]{version['ref']} is challenger only; production stays "
+                      f"{production['ref'] if production else 'unset'}[/]: " + "; ".join(reasons))
+    return {
+        "candidate": version["ref"], "production_before": production["ref"] if production else None,
+        "promoted": promote, "reasons": reasons, "gates": candidate["gates"],
+        "candidate_metrics": candidate["systems"]["finetuned"],
+        "production_metrics": current["systems"]["finetuned"] if current else None,
+        "feedback": feedback, "data": report["splits"], "run_dir": str(run_dir.resolve()),
+        "wall_s": round(time.time() - started, 1),
+    }
+
+
+def decide(candidate: dict, production: dict | None, objective: ObjectiveConfig, tolerance: float) -> tuple[bool, list[str]]:
+    """Promote when every gate passes and no gated metric is worse than production's (beyond `tolerance`)."""
+    failed = [f"gate {g['metric']} {g['gate']} failed ({g['value']:.3f})" for g in candidate["gates"] if not g["passed"]]
+    if failed:
+        return False, failed
+    if production is None:
+        return True, ["all gates pass and there is no production version yet"]
+    mine, theirs = candidate["systems"]["finetuned"], production["systems"]["finetuned"]
+    worse, compared = [], []
+    for key, gate in objective.gates.items():
+        metric = key.removesuffix("@finetuned")
+        if metric not in mine or metric not in theirs:
+            continue  # a gate on another system or a difference: not a production comparison
+        higher_is_better = gate.op in (">=", ">")
+        delta = (mine[metric] - theirs[metric]) * (1 if higher_is_better else -1)
+        compared.append(f"{metric} {theirs[metric]:.3f} -> {mine[metric]:.3f}")
+        if delta < -tolerance:
+            worse.append(f"{metric} is worse than production ({mine[metric]:.3f} vs {theirs[metric]:.3f})")
+    if worse:
+        return False, worse
+    return True, ["all gates pass and nothing is worse than production" + (f" ({', '.join(compared)})" if compared else "")]
+
+
+def _alias(registry: Registry, name: str, alias: str) -> dict | None:
+    return next((registry.resolve(f"{name}@{alias}") for a in registry.aliases(name) if a["alias"] == alias), None)
+
+
+def _test_split_of(version: dict | None) -> Path | None:
+    """The test split the version was evaluated on (its train run's data directory)."""
+    if version is None:
+        return None
+    train_dir = Path(version["artifact_path"])
+    try:
+        test = Path(read_manifest(train_dir)["inputs"]["train"]["path"]).parent / "test.jsonl"
+    except Exception:
+        return None
+    return test if test.is_file() else None

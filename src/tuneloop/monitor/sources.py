@@ -1,0 +1,72 @@
+"""Where the monitor's inputs come from: the request log (registry database or JSONL file), each served
+version's task (for online quality scores), and the training data a version was trained on (for drift)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from tuneloop.artifacts import read_jsonl, read_manifest
+from tuneloop.errors import TuneloopError
+from tuneloop.eval.metrics.structure import parse_object
+from tuneloop.monitor.logstats import read_log, records_since
+
+
+def load_records(registry, log: Path | None, since: dt.datetime | None) -> list[dict[str, Any]]:
+    return records_since(read_log(log), since) if log else registry.requests(since=since)
+
+
+def task_lookup(registry) -> Callable[[str], dict | None]:
+    """model name in the log -> the task it was trained for (None for the bare base model)."""
+
+    @functools.cache
+    def task_for(model: str) -> dict | None:
+        try:
+            return registry.resolve(model).get("task") or None
+        except TuneloopError:
+            return None
+
+    return task_for
+
+
+def training_sample(version: dict) -> tuple[list[str], list[str | None], dict]:
+    """User texts and labels of the training split of a registered version (its train run's input)."""
+    try:
+        train_file = Path(read_manifest(Path(version["artifact_path"]))["inputs"]["train"]["path"])
+    except (TuneloopError, KeyError) as err:
+        raise TuneloopError(f"{version['ref']}: cannot find its training data ({err}); drift needs a version "
+                            f"registered from a train run") from None
+    if not train_file.is_file():
+        raise TuneloopError(f"{version['ref']}: its training data {train_file} is gone; drift compares against it")
+    task = version.get("task") or {}
+    rows = read_jsonl(train_file)
+    texts = [_last_user(row.get("messages", [])) for row in rows]
+    labels = [_label(_last(row.get("messages", []), "assistant"), task) for row in rows]
+    return texts, labels, task
+
+
+def traffic_sample(records: list[dict], model_ref: str, task: dict) -> tuple[list[str], list[str | None]]:
+    """User texts and answer labels of the successful requests a version served."""
+    mine = [r for r in records if r["model"] == model_ref and r["status"] < 400]
+    texts = [_last_user((r.get("request") or {}).get("messages") or [{"role": "user", "content": (r.get("request") or {}).get("prompt", "")}])
+             for r in mine]
+    return texts, [_label(r.get("response") or "", task) for r in mine]
+
+
+def _last(messages: list[dict], role: str) -> str:
+    content = next((m.get("content") for m in reversed(messages) if m.get("role") == role), "") or ""
+    return content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
+
+
+def _last_user(messages: list[dict]) -> str:
+    return _last(messages, "user")
+
+
+def _label(answer: str, task: dict) -> str | None:
+    fields = task.get("label_fields") or []
+    parsed = parse_object(answer) if fields else None
+    value = parsed.get(fields[0]) if isinstance(parsed, dict) else None
+    return json.dumps(value) if isinstance(value, (dict, list)) else (None if value is None else str(value))
