@@ -27,3 +27,7 @@ def test_demo_finetuned_beats_base(tmp_path):
     assert summary["regression"]["systems"]["finetuned"]["perplexity"] > 1
     assert Path(summary["run_dir"], "train", "adapter", "adapter_model.safetensors").is_file()
     assert "tuneloop serve --model ticket-triage:1" in result.stderr
+    # It ends with a simulated traffic burst through the real server and its monitoring report.
+    traffic = summary["monitoring"]
+    assert traffic["requests"] == 18 and traffic["errors"] == 2 and traffic["json_valid"] >= 0.9
+    assert Path(summary["run_dir"], "monitor", "report.html").is_file()

@@ -350,6 +350,8 @@ def serve_cmd(
     max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 1024,
     timeout: Annotated[float, typer.Option(help="Seconds a request may take, queueing included.")] = 120.0,
     request_log: Annotated[str, typer.Option(help="Where requests are logged: registry, off, or a .jsonl path.")] = "registry",
+    jobs: Annotated[bool, typer.Option(help="Serve the fine-tuning jobs API and run its jobs.")] = True,
+    launcher: Annotated[Optional[str], typer.Option(help="Run jobs under this launcher, e.g. 'accelerate launch --num_processes 4'.")] = None,
 ) -> None:
     """Serve models behind an OpenAI-compatible API: many adapters on one base, A/B routes, batching."""
     import uvicorn
@@ -360,7 +362,7 @@ def serve_cmd(
     _quiet_libraries()
     options = ServeOptions(models=model or [], base=base, registry=registry, routes=routes, api_keys=api_key or _env_keys(),
                            request_log=request_log, max_batch=max_batch, max_queue=max_queue,
-                           limits=Limits(max_tokens=max_tokens, timeout=timeout))
+                           limits=Limits(max_tokens=max_tokens, timeout=timeout), jobs=jobs, launcher=launcher)
     app, catalog = build_app(options)
     console.print(f"serving {', '.join(catalog.listing())} on http://{host}:{port}/v1 (base {catalog.base})")
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=timeout)
@@ -492,17 +494,23 @@ def run_cmd(
     as_json: Json = False,
 ) -> None:
     """Run the whole pipeline: data -> train -> eval -> register."""
-    overrides = {k: v for k, v in {"train.max_steps": max_steps, "eval.limit": limit}.items() if v is not None}
-    cfg = load_config(config, overrides)  # before the heavy imports: a config mistake is reported at once
-    from tuneloop.pipeline import run_pipeline, serve_hint
+    result, _ = _run_pipeline(config, out, max_steps, limit)
+    from tuneloop.pipeline import serve_hint
 
-    _quiet_libraries()
-    run_dir = out or new_run_dir(Path("runs"), cfg.name)
-    result = run_pipeline(cfg, run_dir)
-    verdict = "[green]objective met" if result["objective_passed"] else "[red]objective NOT met"
-    console.print(f"{verdict}[/] in {result['wall_s']:.0f} s; run directory {result['run_dir']}")
     console.print(serve_hint(result["model"]))
     _emit(result, as_json)
+
+
+def _run_pipeline(config: Path, out: Path | None, max_steps: int | None, limit: int | None) -> tuple[dict, PipelineConfig]:
+    overrides = {k: v for k, v in {"train.max_steps": max_steps, "eval.limit": limit}.items() if v is not None}
+    cfg = load_config(config, overrides)  # before the heavy imports: a config mistake is reported at once
+    from tuneloop.pipeline import run_pipeline
+
+    _quiet_libraries()
+    result = run_pipeline(cfg, out or new_run_dir(Path("runs"), cfg.name))
+    verdict = "[green]objective met" if result["objective_passed"] else "[red]objective NOT met"
+    console.print(f"{verdict}[/] in {result['wall_s']:.0f} s; run directory {result['run_dir']}")
+    return result, cfg
 
 
 def loop_cmd(config: Annotated[Path, typer.Argument(help="Pipeline YAML.")], out: Out = None, as_json: Json = False) -> None:
@@ -519,12 +527,28 @@ def loop_cmd(config: Annotated[Path, typer.Argument(help="Pipeline YAML.")], out
 
 def demo_cmd(out: Out = None, max_steps: Annotated[Optional[int], typer.Option(help="Override train.max_steps.")] = None,
              limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N test rows.")] = None,
+             traffic: Annotated[bool, typer.Option(help="End with a simulated traffic burst and its monitoring report.")] = True,
              as_json: Json = False) -> None:
     """The whole loop offline on the embedded SmolLM2-135M-Instruct and the support-ticket example."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything the demo needs ships with the install
     if not DEMO_CONFIG.is_file():
         raise TuneloopError(f"{DEMO_CONFIG}: demo config not found; run the demo from a tuneloop checkout")
-    run_cmd(DEMO_CONFIG, out, max_steps, limit, as_json)
+    result, cfg = _run_pipeline(DEMO_CONFIG, out, max_steps, limit)
+    if traffic:
+        from tuneloop.monitor.simulate import traffic_burst
+        from tuneloop.registry.store import Registry
+
+        console.rule("[bold]then: serve it and watch simulated traffic")
+        run_dir = Path(result["run_dir"])
+        burst = traffic_burst(Registry(cfg.registry.url), cfg.model.name, result["model"], run_dir / "data", run_dir / "monitor",
+                              max_tokens=cfg.eval.max_new_tokens)
+        console.print(_summary_table(burst["summary"]))
+        console.print(f"HTTP statuses {burst['statuses']}; monitoring report -> {burst['files'][-1]}")
+        result["monitoring"] = burst["summary"]["overall"]
+    from tuneloop.pipeline import serve_hint
+
+    console.print(serve_hint(result["model"]))
+    _emit(result, as_json)
 
 
 # --- the verb table ------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 from tests.conftest import ticket_rows, write_jsonl
 from tuneloop.config import EvalConfig, ModelConfig, ObjectiveConfig, TaskConfig, TrainConfig, LoraConfig

@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from tests.serve.conftest import running
+from tests.conftest import running
 from tuneloop.config import DataConfig, TaskConfig
 from tuneloop.data.prepare import prepare
 from tuneloop.monitor.feedback import export_feedback

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.serve.conftest import running
+from tests.conftest import running
 from tuneloop.registry.store import Registry
 from tuneloop.serve.handler import Limits
 from tuneloop.serve.server import ServeOptions, build_app

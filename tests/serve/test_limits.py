@@ -12,9 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.serve.conftest import free_port, running
+from tests.conftest import free_port, running
 from tuneloop.serve.handler import Limits
 from tuneloop.serve.server import ServeOptions, build_app
 

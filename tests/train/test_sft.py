@@ -2,12 +2,11 @@
 
 import json
 
-import pytest
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model
 
-from tests.conftest import ticket_rows, write_jsonl
+from tests.conftest import ticket_rows
 from tuneloop.config import LoraConfig, ModelConfig, TrainConfig
 from tuneloop.models import encode_chat, load_model
 from tuneloop.train.batching import collate

@@ -31,12 +31,17 @@ class ModelRef(BaseModel):
 
 
 def create_app(catalog: Catalog, *, api_keys: list[str] | None = None, limits: Limits | None = None,
-               request_log: RequestLog | None = None) -> FastAPI:
+               request_log: RequestLog | None = None, worker=None) -> FastAPI:
+    """`worker`: a jobs.worker.Worker to run fine-tuning jobs beside the server (its API comes with catalog.jobs)."""
     metrics, limits = Metrics(), limits or Limits()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if worker is not None:
+            worker.start()
         yield
+        if worker is not None:
+            await run_in_threadpool(worker.stop)
         await run_in_threadpool(catalog.close)  # requests in flight are done by now; finish the queues
         if request_log is not None:
             request_log.close()
@@ -92,6 +97,11 @@ def create_app(catalog: Catalog, *, api_keys: list[str] | None = None, limits: L
         stored = registry.add_feedback(body.request_id, rating=body.rating, score=body.score, corrected=body.corrected,
                                        comment=body.comment)
         return {"object": "feedback", **stored}
+
+    if catalog.jobs is not None:
+        from tuneloop.jobs.api import jobs_router
+
+        app.include_router(jobs_router(catalog.jobs))
 
     # --- run-time administration -----------------------------------------------------------------
     @app.get("/admin/routes")

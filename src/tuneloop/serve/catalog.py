@@ -4,6 +4,7 @@ Names, in the order they are tried:
 - a route (A/B split): one of its variants is picked, then resolved as below;
 - the base model's name: the base without adapters;
 - a folder given to `tuneloop serve --model`, by its name;
+- a model made by a fine-tuning job (`ft:BASE:SUFFIX:JOBID`, or a checkpoint `...:ckpt-step-N`);
 - a registry reference: `name:3`, `name@production`, or a bare `name` (its `production` alias when it
   has one, else its latest version). Aliases are looked up per request, so moving or rolling back an
   alias takes effect at once, without a restart.
@@ -43,8 +44,8 @@ class Target:
 
 class Catalog:
     def __init__(self, base: str, *, registry=None, routes: Routes | None = None, folders: dict[str, Path] | None = None,
-                 engine_options: dict[str, Any] | None = None):
-        self.base, self.registry, self.routes = base, registry, routes or Routes()
+                 jobs=None, engine_options: dict[str, Any] | None = None):
+        self.base, self.registry, self.routes, self.jobs = base, registry, routes or Routes(), jobs
         self.folders = dict(folders or {})
         self.engine_options = engine_options or {}
         self.engines: dict[str, Engine] = {}
@@ -65,6 +66,11 @@ class Catalog:
             return Target(requested, variant, None, self.engine_for(self.base), None, None)
         if name in self.folders:
             return self._target(requested, variant, name, self.folders[name], _system_prompt(self.folders[name]))
+        made = self.jobs.model_for(name) if self.jobs is not None and name.startswith("ft:") else None
+        if isinstance(made, Path):  # a job's checkpoint
+            return self._target(requested, variant, name, made, None)
+        if made is not None:  # a finished job's model, registered with lineage to the job
+            name = made
         if self.registry is None:
             raise ModelNotFound(f"model '{name}' is not served here (served: {', '.join(self.listing())})")
         try:
@@ -76,7 +82,7 @@ class Catalog:
                             base=version["base_model"])
 
     def listing(self) -> list[str]:
-        names = {self.base, *self.folders, *self.routes.names()}
+        names = {self.base, *self.folders, *self.routes.names(), *(self.jobs.model_names() if self.jobs is not None else [])}
         if self.registry is not None:
             names |= {m["name"] for m in self.registry.models()}
             names |= {f"{a['name']}@{a['alias']}" for a in self.registry.aliases()}

@@ -23,8 +23,8 @@ from tuneloop.serve.schemas import ChatRequest, CompletionRequest
 
 
 def error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
-          headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": code}}, status_code=status, headers=headers)
+          headers: dict[str, str] | None = None, param: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status, headers=headers)
 
 
 @dataclass

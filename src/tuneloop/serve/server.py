@@ -8,6 +8,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from tuneloop.artifacts import read_manifest
+from tuneloop.jobs.store import JobStore
+from tuneloop.jobs.worker import Worker
 from tuneloop.models import EMBEDDED
 from tuneloop.serve.app import create_app
 from tuneloop.serve.catalog import Catalog
@@ -28,6 +30,8 @@ class ServeOptions:
     max_queue: int = 64
     max_adapters: int = 8
     limits: Limits = field(default_factory=Limits)
+    jobs: bool = True  # the fine-tuning jobs API and a worker that runs the jobs
+    launcher: str | None = None  # e.g. "accelerate launch --num_processes 4" for multi-GPU jobs
 
 
 def build_app(options: ServeOptions) -> tuple[FastAPI, Catalog]:
@@ -35,9 +39,10 @@ def build_app(options: ServeOptions) -> tuple[FastAPI, Catalog]:
 
     registry = Registry(options.registry)
     folders = {_folder_name(Path(m)): Path(m) for m in options.models if Path(m).is_dir()}
+    jobs = JobStore(registry) if options.jobs else None
     catalog = Catalog(
         options.base or _base_of(options.models, registry) or EMBEDDED, registry=registry,
-        routes=Routes.load(options.routes) if options.routes else Routes(), folders=folders,
+        routes=Routes.load(options.routes) if options.routes else Routes(), folders=folders, jobs=jobs,
         engine_options={"max_batch": options.max_batch, "max_queue": options.max_queue, "max_adapters": options.max_adapters},
     )
     for name in [*folders, *(m for m in options.models if not Path(m).is_dir())]:
@@ -46,7 +51,8 @@ def build_app(options: ServeOptions) -> tuple[FastAPI, Catalog]:
             target.engine.load_adapter(target.adapter)
     sink = None if options.request_log == "off" else (
         RequestLog(registry=registry) if options.request_log == "registry" else RequestLog(path=Path(options.request_log)))
-    return create_app(catalog, api_keys=options.api_keys, limits=options.limits, request_log=sink), catalog
+    worker = Worker(jobs, launcher=options.launcher) if jobs is not None else None
+    return create_app(catalog, api_keys=options.api_keys, limits=options.limits, request_log=sink, worker=worker), catalog
 
 
 def _base_of(models: list[str], registry) -> str | None:

@@ -192,6 +192,7 @@ def _summary(cfg: TrainConfig, records: list[dict], data: dict, plan, watch: Ear
     peak = torch.cuda.max_memory_allocated() / 1024**3 if torch.cuda.is_available() else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     return {
         "method": cfg.method, "objective": cfg.objective, "steps": last["step"], "examples": data["examples"],
+        "tokens_per_epoch": data.get("tokens"),
         "trainable_params": plan.trainable, "first_loss": records[0]["train_loss"], "final_loss": last["train_loss"],
         "val_loss": last.get("val_loss"), "best_val_loss": None if math.isinf(watch.best) else watch.best,
         "stopped_early": watch.should_stop, "resumed_from": done or None,

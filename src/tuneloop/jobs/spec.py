@@ -1,0 +1,104 @@
+"""From an OpenAI fine-tuning request to tuneloop's own configuration, and the upload check on files.
+
+`hyperparameters` values may be "auto": n_epochs 3, batch_size 8, learning_rate_multiplier 1 (times
+tuneloop's default learning rate for the method). `method` is `supervised` (SFT) or `dpo` (with
+`beta`). The training method is LoRA; `model` is any model tuneloop can load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tuneloop.config import DataConfig, DedupConfig, DpoConfig, ModelConfig, PiiConfig, PipelineConfig, TaskConfig, TrainConfig
+from tuneloop.data.readers import read_rows
+from tuneloop.data.rowwork import RowProcessor
+
+AUTO = {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 1.0}
+MAX_REPORTED = 20
+
+
+class Hyperparameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n_epochs: Literal["auto"] | int = Field("auto", json_schema_extra={"minimum": 1})
+    batch_size: Literal["auto"] | int = "auto"
+    learning_rate_multiplier: Literal["auto"] | float = "auto"
+    beta: Literal["auto"] | float = "auto"  # DPO only
+
+    def resolved(self) -> dict[str, Any]:
+        values = {k: (AUTO.get(k) if v == "auto" else v) for k, v in self.model_dump().items() if k != "beta"}
+        for key in ("n_epochs", "batch_size", "learning_rate_multiplier"):
+            if values[key] <= 0:
+                raise ValueError(f"hyperparameters.{key} must be above 0, got {values[key]}")
+        return values
+
+
+class Method(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["supervised", "dpo"] = "supervised"
+    supervised: dict[str, Any] | None = None
+    dpo: dict[str, Any] | None = None
+
+    def hyperparameters(self) -> Hyperparameters:
+        section = (self.dpo if self.type == "dpo" else self.supervised) or {}
+        return Hyperparameters(**(section.get("hyperparameters") or {}))
+
+
+class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1)
+    training_file: str = Field(min_length=1)
+    validation_file: str | None = None
+    hyperparameters: Hyperparameters | None = None
+    method: Method | None = None
+    suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9._-]*$")
+    seed: int | None = None
+
+    def settings(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(resolved hyperparameters, method) as stored on the job."""
+        method = self.method or Method()
+        chosen = self.hyperparameters or method.hyperparameters()
+        resolved = chosen.resolved()
+        stored_method: dict[str, Any] = {"type": method.type}
+        if method.type == "dpo":
+            beta = chosen.beta if chosen.beta != "auto" else DpoConfig().beta
+            stored_method["dpo"] = {"hyperparameters": {**resolved, "beta": beta}}
+        else:
+            stored_method["supervised"] = {"hyperparameters": resolved}
+        return resolved, stored_method
+
+
+def pipeline_for(job: dict, training: Path, has_validation: bool) -> PipelineConfig:
+    hp = job["hyperparameters"]
+    method = job["method"]
+    train = TrainConfig(
+        method="lora", objective="dpo" if method["type"] == "dpo" else "sft", epochs=hp["n_epochs"], batch_size=hp["batch_size"],
+        learning_rate=TrainConfig().learning_rate * hp["learning_rate_multiplier"], seed=job["seed"],
+        dpo=DpoConfig(beta=method.get("dpo", {}).get("hyperparameters", {}).get("beta", DpoConfig().beta)),
+        save_every=1, keep_last=1000, eval_every=0,
+    )
+    data = DataConfig(inputs=[training], val_ratio=0.0 if has_validation else 0.1, test_ratio=0.0, seed=job["seed"])
+    return PipelineConfig(name=job["id"], model=ModelConfig(name=job["model"]), data=data, train=train)
+
+
+def validate_upload(path: Path) -> tuple[str, str | None]:
+    """("processed", None), or ("error", a report naming each bad line) — the data stage's row checks."""
+    check = RowProcessor(DataConfig(pii=PiiConfig(enabled=False), dedup=DedupConfig(exact=False, near=False)), TaskConfig(), None)
+    problems, rows = [], 0
+    for raw in read_rows(path):
+        rows += 1
+        outcome = check(raw)
+        if outcome.rejection:
+            r = outcome.rejection
+            problems.append(f"line {r['line']}: {r['reason']}" + (f" ({r['field']})" if r.get("field") else ""))
+    if not rows:
+        return "error", f"{path.name}: no rows; expected JSONL with one training example per line"
+    if problems:
+        shown = "; ".join(problems[:MAX_REPORTED]) + (f"; ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else "")
+        return "error", f"{len(problems)} of {rows} rows are invalid: {shown}"
+    return "processed", None

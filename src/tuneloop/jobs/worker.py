@@ -1,0 +1,178 @@
+"""The job worker: takes queued jobs from the database one at a time and runs each as a training
+subprocess (`tuneloop train`, or `accelerate launch -m tuneloop.cli train` for several GPUs), outside
+the request path.
+
+While training runs, the worker turns new lines of the run's metrics.jsonl into job events and new
+checkpoint folders into job checkpoints (each servable as `ft:...:ckpt-step-N`), estimates the finish
+time, and stops the subprocess when the job is cancelled. On success it registers the model (lineage
+back to the job) and names it `ft:BASE:SUFFIX:JOBID`. A job left `running` by a worker that died is
+queued again at start-up and resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from tuneloop.artifacts import read_jsonl
+from tuneloop.config import DataConfig, TaskConfig
+from tuneloop.data.prepare import prepare
+from tuneloop.errors import TuneloopError
+from tuneloop.jobs.spec import pipeline_for
+from tuneloop.jobs.store import JobStore
+from tuneloop.registry.lineage import register_run
+
+POLL_S = 0.5
+
+
+class Worker:
+    def __init__(self, store: JobStore, *, launcher: str | None = None, poll_s: float = POLL_S):
+        self.store, self.poll_s = store, poll_s
+        # e.g. "accelerate launch --num_processes 4": the training command is appended to it.
+        self.launcher = shlex.split(launcher) if launcher else None
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="job-worker", daemon=True)
+
+    def start(self) -> Worker:
+        for job in self.store.orphaned(self.name):
+            self.store.set_status(job["id"], "queued", only_from=("running",), worker=None)
+            self.store.add_event(job["id"], "The server restarted while this job ran; it is queued again and will "
+                                            "resume from its last checkpoint", level="warn")
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            job = self.store.claim_next(self.name)
+            if job is None:
+                self._stop.wait(self.poll_s)
+                continue
+            try:
+                self._run_job(job)
+            except Exception as err:  # one job's failure never stops the worker
+                message = str(err) if isinstance(err, TuneloopError) else f"{err.__class__.__name__}: {err}"
+                self.store.set_status(job["id"], "failed", only_from=("running",), error={"code": "training_failed", "message": message, "param": None})
+                self.store.add_event(job["id"], f"The job failed: {message}", level="error")
+
+    def _run_job(self, job: dict) -> None:
+        job_id, run = job["id"], self.store.run_dir(job["id"])
+        train_dir = run / "train"
+        resume = (train_dir / "checkpoints").is_dir() and any((train_dir / "checkpoints").glob("step-*"))
+        self.store.add_event(job_id, "Fine-tuning job started" + (" (resuming from its last checkpoint)" if resume else ""))
+        config_path, rows = self._prepare(job, run)
+        command = [sys.executable, "-m", "tuneloop.cli", "train", str(config_path), "--data", str(run / "data"), "--out", str(train_dir)]
+        if resume:
+            command.append("--resume")
+        if self.launcher:
+            command = [*self.launcher, *command[1:]]  # `accelerate launch ... -m tuneloop.cli train ...`
+        total_steps = math.ceil(rows / job["hyperparameters"]["batch_size"]) * job["hyperparameters"]["n_epochs"]
+        outcome = self._supervise(job, command, train_dir, total_steps, run / "train.log")
+        if outcome == "cancelled":
+            self.store.add_event(job_id, "The job was cancelled")
+            return
+        if outcome != 0:
+            tail = (run / "train.log").read_text(errors="replace").strip().splitlines()[-5:]
+            raise TuneloopError(f"training exited with code {outcome}: " + " | ".join(tail))
+        self._finish(job, train_dir)
+
+    def _prepare(self, job: dict, run: Path) -> tuple[Path, int]:
+        training = Path(self.store.file(job["training_file"])["path"])
+        validation = Path(self.store.file(job["validation_file"])["path"]) if job["validation_file"] else None
+        cfg = pipeline_for(job, training, validation is not None)
+        data = run / "data"
+        if not (data / "train.jsonl").is_file():
+            prepare([training], data, cfg.data, TaskConfig(), cfg.model)
+            if validation is not None:
+                prepare([validation], run / "validation", DataConfig(val_ratio=0, test_ratio=0), TaskConfig(), cfg.model)
+                (data / "val.jsonl").write_bytes((run / "validation" / "train.jsonl").read_bytes())
+        rows = len(read_jsonl(data / "train.jsonl"))
+        steps_per_epoch = max(1, math.ceil(rows / cfg.train.batch_size))
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"save_every": steps_per_epoch})})
+        path = run / "pipeline.yaml"
+        path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        self.store.add_event(job["id"], f"Prepared {rows} training rows" + (" and the validation file" if validation else ""))
+        return path, rows
+
+    def _supervise(self, job: dict, command: list[str], train_dir: Path, total_steps: int, log_path: Path) -> int | str:
+        job_id, started, seen_lines, seen_checkpoints = job["id"], time.time(), 0, set()
+        with log_path.open("a") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                       env={**os.environ, "TUNELOOP_JOB_ID": job_id})
+            while True:
+                finished = process.poll() is not None
+                seen_lines = self._metrics_events(job_id, train_dir, seen_lines, started, total_steps)
+                self._new_checkpoints(job, train_dir, seen_checkpoints)
+                if finished:
+                    return process.returncode
+                if self.store.job(job_id)["status"] == "cancelled" or self._stop.is_set():
+                    os.killpg(process.pid, signal.SIGTERM)
+                    process.wait(60)
+                    return "cancelled" if not self._stop.is_set() else -signal.SIGTERM
+                time.sleep(self.poll_s)
+
+    def _metrics_events(self, job_id: str, train_dir: Path, seen: int, started: float, total_steps: int) -> int:
+        path = train_dir / "metrics.jsonl"
+        if not path.is_file():
+            return seen
+        lines = path.read_text().splitlines()
+        for line in lines[seen:]:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                return seen  # a line being written: read it next time
+            data = {"step": record["step"], "train_loss": record.get("train_loss"), "valid_loss": record.get("val_loss"),
+                    "total_steps": total_steps}
+            self.store.add_event(job_id, f"Step {record['step']}/{total_steps}: training loss={record.get('train_loss', float('nan')):.4f}",
+                                 data=data)
+            elapsed = time.time() - started
+            self.store.update_job(job_id, estimated_finish=int(started + elapsed * total_steps / max(record["step"], 1)))
+            seen += 1
+        return seen
+
+    def _new_checkpoints(self, job: dict, train_dir: Path, seen: set[str]) -> None:
+        records = {}
+        for folder in sorted((train_dir / "checkpoints").glob("step-*")) if (train_dir / "checkpoints").is_dir() else []:
+            if folder.name in seen or not (folder / "state.pt").is_file():
+                continue
+            seen.add(folder.name)
+            step = int(folder.name.removeprefix("step-"))
+            if not records:
+                records = {r["step"]: r for r in read_jsonl(train_dir / "metrics.jsonl")} if (train_dir / "metrics.jsonl").is_file() else {}
+            record = records.get(step, {})
+            metrics = {"train_loss": record.get("train_loss"), "valid_loss": record.get("val_loss")}
+            self.store.add_checkpoint(job["id"], step, metrics, folder / "weights", f"{_model_name(job)}:ckpt-step-{step}")
+
+    def _finish(self, job: dict, train_dir: Path) -> None:
+        manifest = json.loads((train_dir / "manifest.json").read_text())
+        per_epoch = manifest["summary"].get("tokens_per_epoch")
+        tokens = int(per_epoch * job["hyperparameters"]["n_epochs"]) if per_epoch else None
+        name = _registry_name(job)
+        version = register_run(self.store.registry, name, train_dir, note=f"fine-tuning job {job['id']}")
+        self.store.set_status(job["id"], "succeeded", only_from=("running",), fine_tuned_model=_model_name(job),
+                              registry_ref=version["ref"], trained_tokens=tokens)
+        self.store.add_event(job["id"], f"New fine-tuned model created: {_model_name(job)} (registry {version['ref']})")
+        self.store.add_event(job["id"], "The job has successfully completed")
+
+
+def _model_name(job: dict) -> str:
+    return f"ft:{job['model']}:{job['suffix'] or ''}:{job['id']}"
+
+
+def _registry_name(job: dict) -> str:
+    return f"ft-{job['suffix'] or 'model'}-{job['id'].removeprefix('ftjob-')[:8]}"
