@@ -350,6 +350,8 @@ def serve_cmd(
     max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 1024,
     timeout: Annotated[float, typer.Option(help="Seconds a request may take, queueing included.")] = 120.0,
     request_log: Annotated[str, typer.Option(help="Where requests are logged: registry, off, or a .jsonl path.")] = "registry",
+    router: Annotated[Optional[Path], typer.Option("--router", help="Router YAML: one model name that picks a model per request.")] = None,
+    knowledge: Annotated[Optional[list[str]], typer.Option("--knowledge", help="NAME=DIR: answer NAME's requests with context from this knowledge base (repeatable).")] = None,
     jobs: Annotated[bool, typer.Option(help="Serve the fine-tuning jobs API and run its jobs.")] = True,
     launcher: Annotated[Optional[str], typer.Option(help="Run jobs under this launcher, e.g. 'accelerate launch --num_processes 4'.")] = None,
 ) -> None:
@@ -362,7 +364,8 @@ def serve_cmd(
     _quiet_libraries()
     options = ServeOptions(models=model or [], base=base, registry=registry, routes=routes, api_keys=api_key or _env_keys(),
                            request_log=request_log, max_batch=max_batch, max_queue=max_queue,
-                           limits=Limits(max_tokens=max_tokens, timeout=timeout), jobs=jobs, launcher=launcher)
+                           limits=Limits(max_tokens=max_tokens, timeout=timeout), jobs=jobs, launcher=launcher,
+                           router=router, knowledge=_pairs(knowledge or [], "--knowledge"))
     app, catalog = build_app(options)
     console.print(f"serving {', '.join(catalog.listing())} on http://{host}:{port}/v1 (base {catalog.base})")
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=timeout)
@@ -377,9 +380,36 @@ def _resolve_served(model: str, registry: str | None) -> tuple[Path, str]:
     return Path(version["artifact_path"]), model
 
 
+def _pairs(items: list[str], option: str) -> dict[str, Path]:
+    pairs = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise TuneloopError(f"{option} {item!r}: write NAME=DIR, e.g. {option} support=kb/")
+        pairs[name] = Path(folder)
+    return pairs
+
+
 def _env_keys() -> list[str] | None:
     keys = [k for k in os.environ.get("TUNELOOP_API_KEYS", "").split(",") if k]
     return keys or None
+
+
+# --- routing ------------------------------------------------------------------------------------
+route_app = typer.Typer(help="Route requests between several served models.", no_args_is_help=True)
+
+
+@route_app.command("train")
+def route_train(router: Annotated[Path, typer.Argument(help="Router YAML (its routes' examples are training data).")],
+                out: Annotated[Path, typer.Option("--out", help="Folder for the classifier; point router.classifier at it.")],
+                examples: Annotated[Optional[Path], typer.Option(help="More labelled prompts: JSONL of {text, route}.")] = None,
+                seed: int = 0, as_json: Json = False) -> None:
+    """Train the router's classifier (logistic regression on MiniLM embeddings) and report its accuracy."""
+    from tuneloop.serve.router import load_router_config, read_examples, train_router
+
+    report = train_router(load_router_config(router), read_examples(examples) if examples else None, out, seed=seed)
+    console.print(f"router classifier -> {out}: accuracy {report['accuracy']:.3f} ({report.get('method', '')})")
+    _emit(report, as_json)
 
 
 # --- monitor -------------------------------------------------------------------------------------
@@ -561,6 +591,7 @@ VERBS = {
     "export": export_cmd,
     "registry": registry_app,
     "serve": serve_cmd,
+    "route": route_app,
     "monitor": monitor_app,
     "run": run_cmd,
     "loop": loop_cmd,

@@ -44,8 +44,11 @@ class Target:
 
 class Catalog:
     def __init__(self, base: str, *, registry=None, routes: Routes | None = None, folders: dict[str, Path] | None = None,
-                 jobs=None, engine_options: dict[str, Any] | None = None):
+                 jobs=None, router=None, knowledge: dict[str, Any] | None = None, knowledge_k: int = 3,
+                 engine_options: dict[str, Any] | None = None):
         self.base, self.registry, self.routes, self.jobs = base, registry, routes or Routes(), jobs
+        self.router = router  # serve.router.Router: a model name that picks a route by the request's content
+        self.knowledge, self.knowledge_k = dict(knowledge or {}), knowledge_k  # served name -> rag.KnowledgeBase
         self.folders = dict(folders or {})
         self.engine_options = engine_options or {}
         self.engines: dict[str, Engine] = {}
@@ -81,8 +84,16 @@ class Catalog:
         return self._target(requested, variant, version["ref"], artifact, (version.get("task") or {}).get("system_prompt"),
                             base=version["base_model"])
 
+    def knowledge_for(self, target: Target):
+        """The knowledge base attached to the name the client asked for, or to the version's model name."""
+        for name in (target.requested, target.variant, target.version):
+            if name and (name in self.knowledge or name.split(":")[0].split("@")[0] in self.knowledge):
+                return self.knowledge.get(name) or self.knowledge[name.split(":")[0].split("@")[0]]
+        return None
+
     def listing(self) -> list[str]:
-        names = {self.base, *self.folders, *self.routes.names(), *(self.jobs.model_names() if self.jobs is not None else [])}
+        names = {self.base, *self.folders, *self.routes.names(), *(self.jobs.model_names() if self.jobs is not None else []),
+                 *([self.router.name] if self.router is not None else [])}
         if self.registry is not None:
             names |= {m["name"] for m in self.registry.models()}
             names |= {f"{a['name']}@{a['alias']}" for a in self.registry.aliases()}

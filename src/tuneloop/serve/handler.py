@@ -47,16 +47,19 @@ class Generate:
                   "route": None, "user": body.user, "request": body.model_dump(exclude_none=True), "prompt_tokens": 0,
                   "completion_tokens": 0, "response": None, "error": None, "ttft_ms": None}
         try:
-            target = await run_in_threadpool(self.catalog.resolve, body.model, body.user)
+            target, decision = await run_in_threadpool(self._resolve, body)
         except ModelNotFound as err:
             return self._fail(record, started, 404, str(err), code="model_not_found")
         record.update(model=target.version or target.requested, variant=target.variant,
-                      route=target.requested if target.variant else None)
+                      route=f"{body.model}/{decision.route}" if decision else target.requested if target.variant else None)
         headers = {"x-request-id": rid, "x-tuneloop-model": record["model"]}
         if target.variant:
             headers["x-tuneloop-variant"] = target.variant
+        if decision:
+            headers["x-tuneloop-route"] = decision.route
 
-        ids = target.engine.encode(self._prompt(body, target))
+        prompt, sources = await run_in_threadpool(self._prompt, body, target)
+        ids = target.engine.encode(prompt)
         limit = body.token_limit(self.limits.default_max_tokens)
         if limit > self.limits.max_tokens:
             return self._fail(record, started, 400, f"max_tokens is {limit}, above this server's limit of {self.limits.max_tokens}", headers=headers)
@@ -75,7 +78,7 @@ class Generate:
                               headers={**headers, "Retry-After": "1"})
         deadline = started + self.limits.timeout
         if body.stream:
-            return StreamingResponse(self._stream(body, job, events, record, started, deadline, rid),
+            return StreamingResponse(self._stream(body, job, events, record, started, deadline, rid, sources),
                                      media_type="text/event-stream", headers=headers)
         async for _ in self._events(job, events, deadline):
             pass
@@ -83,16 +86,35 @@ class Generate:
             return self._fail(record, started, 504 if job.finish_reason == "timeout" else 500, job.text, kind="server_error", headers=headers)
         self._done(record, job, started)
         return JSONResponse({"id": rid, "object": self.kind, "created": int(time.time()), "model": body.model,
-                             "choices": [self._choice(job.text, job.finish_reason, final=True)], "usage": _usage(job)}, headers=headers)
+                             "choices": [self._choice(job.text, job.finish_reason, final=True)], "usage": _usage(job),
+                             **({"sources": sources} if sources is not None else {})}, headers=headers)
 
-    def _prompt(self, body, target: Target) -> str:
+    def _resolve(self, body):
+        """The target model; a router name first picks a route by the request's content."""
+        router, decision = self.catalog.router, None
+        name = body.model
+        if router is not None and name == router.name:
+            decision = router.route(_question(body), body.metadata)
+            name = decision.model
+        return self.catalog.resolve(name, body.user), decision
+
+    def _prompt(self, body, target: Target) -> tuple[str, list[dict] | None]:
+        """The prompt text, and the knowledge-base sources put into it (None without a knowledge base)."""
         if self.endpoint == "completion":
-            return body.prompt
+            return body.prompt, None
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        sources = None
+        knowledge = self.catalog.knowledge_for(target)
+        if knowledge is not None:
+            from tuneloop.rag.template import augment
+            from tuneloop.rag.template import sources as cited
+
+            hits = knowledge.search(_question(body), k=self.catalog.knowledge_k)
+            messages, sources = augment(messages, hits), cited(hits)
         # A model fine-tuned with a system prompt is served with it unless the client sends its own.
         if target.system_prompt and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": target.system_prompt})
-        return render_prompt(target.engine.tokenizer, messages)
+        return render_prompt(target.engine.tokenizer, messages), sources
 
     async def _events(self, job: Job, events: asyncio.Queue, deadline: float) -> AsyncIterator[str]:
         """Text deltas as they come; ends when the job is done, failed or out of time (job.finish_reason says)."""
@@ -114,14 +136,12 @@ class Generate:
             if not job.finished:
                 job.cancelled = True  # the client went away: stop generating for it
 
-    async def _stream(self, body, job: Job, events, record, started, deadline, rid) -> AsyncIterator[str]:
+    async def _stream(self, body, job: Job, events, record, started, deadline, rid, sources) -> AsyncIterator[str]:
         created = int(time.time())
 
-        def chunk(choice: dict, usage: dict | None = None) -> str:
+        def chunk(choice: dict, **extra) -> str:
             payload = {"id": rid, "object": f"{self.kind}.chunk" if self.endpoint == "chat" else self.kind,
-                       "created": created, "model": body.model, "choices": [choice] if choice else []}
-            if usage is not None:
-                payload["usage"] = usage
+                       "created": created, "model": body.model, "choices": [choice] if choice else [], **extra}
             return f"data: {json.dumps(payload)}\n\n"
 
         if self.endpoint == "chat":
@@ -129,9 +149,9 @@ class Generate:
         async for delta in self._events(job, events, deadline):
             yield chunk(self._choice(delta, None, final=False))
         if job.finish_reason in ("stop", "length"):
-            yield chunk(self._choice("", job.finish_reason, final=False))
+            yield chunk(self._choice("", job.finish_reason, final=False), **({"sources": sources} if sources is not None else {}))
             if body.stream_options and body.stream_options.include_usage:
-                yield chunk({}, _usage(job))
+                yield chunk({}, usage=_usage(job))
             self._done(record, job, started)
         else:
             yield f"data: {json.dumps({'error': {'message': job.text, 'type': 'server_error'}})}\n\n"
@@ -159,6 +179,13 @@ class Generate:
         self.metrics.observe(record, self.endpoint)
         if self.log is not None:
             self.log.add(record)
+
+
+def _question(body) -> str:
+    """What the request asks: the last user message, or the completion prompt."""
+    if isinstance(body, CompletionRequest):
+        return body.prompt
+    return next((m.text() for m in reversed(body.messages) if m.role == "user"), "")
 
 
 def _handoff(events: asyncio.Queue):

@@ -40,6 +40,7 @@ class Generation(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    metadata: dict[str, str] | None = None  # routers can match on it
     n: Literal[1] = 1
 
     @field_validator("stop")

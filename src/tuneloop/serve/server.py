@@ -30,6 +30,9 @@ class ServeOptions:
     max_queue: int = 64
     max_adapters: int = 8
     limits: Limits = field(default_factory=Limits)
+    router: Path | None = None  # YAML: a model name that picks one of several models by the request's content
+    knowledge: dict[str, Path] = field(default_factory=dict)  # served name -> knowledge base dir (`tuneloop rag index`)
+    knowledge_k: int = 3  # chunks put into each prompt
     jobs: bool = True  # the fine-tuning jobs API and a worker that runs the jobs
     launcher: str | None = None  # e.g. "accelerate launch --num_processes 4" for multi-GPU jobs
 
@@ -43,6 +46,7 @@ def build_app(options: ServeOptions) -> tuple[FastAPI, Catalog]:
     catalog = Catalog(
         options.base or _base_of(options.models, registry) or EMBEDDED, registry=registry,
         routes=Routes.load(options.routes) if options.routes else Routes(), folders=folders, jobs=jobs,
+        router=_router(options.router), knowledge=_knowledge(options.knowledge), knowledge_k=options.knowledge_k,
         engine_options={"max_batch": options.max_batch, "max_queue": options.max_queue, "max_adapters": options.max_adapters},
     )
     for name in [*folders, *(m for m in options.models if not Path(m).is_dir())]:
@@ -53,6 +57,22 @@ def build_app(options: ServeOptions) -> tuple[FastAPI, Catalog]:
         RequestLog(registry=registry) if options.request_log == "registry" else RequestLog(path=Path(options.request_log)))
     worker = Worker(jobs, launcher=options.launcher) if jobs is not None else None
     return create_app(catalog, api_keys=options.api_keys, limits=options.limits, request_log=sink, worker=worker), catalog
+
+
+def _router(path: Path | None):
+    if path is None:
+        return None
+    from tuneloop.serve.router import Router
+
+    return Router.load(path)
+
+
+def _knowledge(bases: dict[str, Path]) -> dict:
+    if not bases:
+        return {}
+    from tuneloop.rag.index import KnowledgeBase
+
+    return {name: KnowledgeBase.load(Path(folder)) for name, folder in bases.items()}
 
 
 def _base_of(models: list[str], registry) -> str | None:
