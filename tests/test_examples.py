@@ -18,8 +18,14 @@ def test_there_are_examples():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_example_config_runs(path: Path, tmp_path, tiny_model_dir):
     # The regression checks have their own tests; here they would only add minutes.
-    cfg = load_config(path, {"model.name": str(tiny_model_dir), "train.max_steps": 2, "eval.limit": 4, "eval.max_new_tokens": 4,
-                             "eval.regression": False})
+    overrides = {"model.name": str(tiny_model_dir), "train.max_steps": 2, "eval.limit": 4, "eval.max_new_tokens": 4,
+                 "eval.regression": False}
+    if load_config(path).eval.rag_index:  # its knowledge base is built from docs/ beside the config
+        from tuneloop.rag.index import KnowledgeBase
+
+        KnowledgeBase.build([path.parent / "docs"], tmp_path / "kb")
+        overrides |= {"eval.rag_index": str(tmp_path / "kb"), "data.rag.index": str(tmp_path / "kb")}
+    cfg = load_config(path, overrides)
     assert all(p.is_file() for p in cfg.data.inputs)
     result = run_pipeline(cfg, tmp_path / "run")
     assert set(result["finetuned"]) >= set(cfg.objective.gates)

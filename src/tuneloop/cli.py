@@ -5,6 +5,8 @@
     tuneloop eval CONFIG --model RUN_DIR --data DIR [--out DIR]
     tuneloop registry list|show|register|alias|rollback|history|delete
     tuneloop serve [--model NAME[:VERSION|@ALIAS]|RUN_DIR]... [--routes FILE] [--port P] [--api-key KEY]...
+    tuneloop rag index|add|remove|search
+    tuneloop route train ROUTER --out DIR
     tuneloop monitor report|drift|alerts|export-feedback
     tuneloop run CONFIG [--out DIR] [--json]
     tuneloop loop CONFIG [--out DIR] [--json]
@@ -395,6 +397,60 @@ def _env_keys() -> list[str] | None:
     return keys or None
 
 
+# --- knowledge bases -----------------------------------------------------------------------------
+rag_app = typer.Typer(help="Knowledge bases for retrieval-augmented answers.", no_args_is_help=True)
+Docs = Annotated[list[Path], typer.Argument(help="Files or folders: Markdown, text, HTML, PDF, JSONL.")]
+KbDir = Annotated[Path, typer.Argument(help="Knowledge base folder (from `tuneloop rag index`).")]
+
+
+@rag_app.command("index")
+def rag_index(docs: Docs, out: Annotated[Path, typer.Option("--out", help="Folder to write the knowledge base to.")],
+              max_words: int = 120, overlap: int = 30, as_json: Json = False) -> None:
+    """Chunk the documents, embed the chunks (MiniLM) and build the vector + BM25 index."""
+    from tuneloop.rag.index import KnowledgeBase
+
+    knowledge = KnowledgeBase.build(docs, out, max_words, overlap)  # ids: paths relative to each folder given
+    console.print(f"{len(knowledge.documents())} documents, {len(knowledge)} chunks -> {out}")
+    _emit({"out": str(out), "documents": len(knowledge.documents()), "chunks": len(knowledge)}, as_json)
+
+
+@rag_app.command("add")
+def rag_add(index: KbDir, docs: Docs, as_json: Json = False) -> None:
+    """Add new documents and replace changed ones, embedding only their chunks."""
+    from tuneloop.rag.index import KnowledgeBase
+
+    knowledge = KnowledgeBase.load(index)
+    report = knowledge.add(docs)
+    knowledge.save()
+    console.print(f"added {len(report['added'])}, replaced {len(report['replaced'])}, unchanged {len(report['unchanged'])}; "
+                  f"{len(knowledge)} chunks now")
+    _emit(report, as_json)
+
+
+@rag_app.command("remove")
+def rag_remove(index: KbDir, ids: Annotated[list[str], typer.Argument(help="Document ids or source paths.")], as_json: Json = False) -> None:
+    """Remove documents from the knowledge base."""
+    from tuneloop.rag.index import KnowledgeBase
+
+    knowledge = KnowledgeBase.load(index)
+    report = knowledge.remove(ids)
+    knowledge.save()
+    console.print(f"removed {report['removed'] or 'nothing'}" + (f"; not found: {report['not_found']}" if report["not_found"] else ""))
+    _emit(report, as_json)
+
+
+@rag_app.command("search")
+def rag_search(index: KbDir, query: str, k: int = 3, mode: str = "hybrid", as_json: Json = False) -> None:
+    """Show the passages a question retrieves."""
+    from tuneloop.rag.index import KnowledgeBase
+    from tuneloop.rag.template import sources
+
+    hits = KnowledgeBase.load(index).search(query, k=k, mode=mode)
+    for n, hit in enumerate(hits, 1):
+        console.print(f"[{n}] {hit.chunk.doc_id} ({hit.score:.4f}): {hit.chunk.text[:160]}")
+    _emit({"hits": sources(hits)}, as_json)
+
+
 # --- routing ------------------------------------------------------------------------------------
 route_app = typer.Typer(help="Route requests between several served models.", no_args_is_help=True)
 
@@ -591,6 +647,7 @@ VERBS = {
     "export": export_cmd,
     "registry": registry_app,
     "serve": serve_cmd,
+    "rag": rag_app,
     "route": route_app,
     "monitor": monitor_app,
     "run": run_cmd,

@@ -111,6 +111,14 @@ class PiiConfig(Strict):
     placeholders: dict[str, str] = {}
 
 
+class RagDataConfig(Strict):
+    """Retrieval-augmented fine-tuning: put the top-k passages of a knowledge base into each prompt,
+    with the same template the server uses, so the model learns to answer from context."""
+
+    index: Path  # a directory written by `tuneloop rag index`
+    k: int = Field(3, gt=0)
+
+
 class DedupConfig(Strict):
     exact: bool = True
     near: bool = True
@@ -135,6 +143,8 @@ class DataConfig(Strict):
     seed: int = 0
     # A test.jsonl from an earlier round: reused as the test split, and rows leaking into it are rejected.
     frozen_test: Path | None = None
+    # Retrieval-augmented training data (see RagDataConfig); None = prompts as they are.
+    rag: RagDataConfig | None = None
     # Rows sampled into review.csv / review.html for a domain expert (0 = none).
     review_sample: int = Field(0, ge=0)
     # Processes for the per-row work; None = one per core for inputs over a few MB, else in-process.
@@ -149,6 +159,11 @@ class DataConfig(Strict):
     @classmethod
     def _frozen_relative(cls, path: Path | None, info: ValidationInfo) -> Path | None:
         return None if path is None else _relative(path, info)
+
+    @field_validator("rag", mode="after")
+    @classmethod
+    def _index_relative(cls, rag: RagDataConfig | None, info: ValidationInfo) -> RagDataConfig | None:
+        return None if rag is None else rag.model_copy(update={"index": _relative(rag.index, info)})
 
 
 def _relative(path: Path, info: ValidationInfo) -> Path:
@@ -225,6 +240,9 @@ class EvalConfig(Strict):
     systems: list[Literal["base", "prompted", "rag", "finetuned"]] = ["base", "prompted", "rag", "finetuned"]
     few_shot: int = Field(3, ge=0)
     rag_k: int = Field(3, gt=0)
+    # A knowledge base (`tuneloop rag index`): the rag system then answers from its passages instead
+    # of from similar train examples, and retrieval is scored (recall@k, MRR, groundedness).
+    rag_index: Path | None = None
     max_new_tokens: int = Field(128, gt=0)
     batch_size: int = Field(16, gt=0)
     # Evaluate only the first N test rows (quick checks); None = the whole test split.
@@ -239,7 +257,7 @@ class EvalConfig(Strict):
     regression: bool = True
     seed: int = 0
 
-    @field_validator("edge_cases")
+    @field_validator("edge_cases", "rag_index")
     @classmethod
     def _edge_relative(cls, path: Path | None, info: ValidationInfo) -> Path | None:
         return None if path is None else _relative(path, info)

@@ -22,6 +22,7 @@ from tuneloop.config import DataConfig, ModelConfig, TaskConfig
 from tuneloop.data.dedup import NearDuplicateIndex, exact_key
 from tuneloop.data.readers import check_readable, read_rows
 from tuneloop.data.report import write_report
+from tuneloop.data.retrieval import augment_splits
 from tuneloop.data.review import write_review
 from tuneloop.data.rowwork import NUM_PERM, RowProcessor, default_workers, dedup_text, process_rows
 from tuneloop.data.split import split_indices
@@ -79,6 +80,8 @@ def prepare(inputs: list[Path], out: Path, cfg: DataConfig, task: TaskConfig, mo
     if tally.rows_in != counts["train"] + counts["val"] + counts["test"] - len(frozen) + sum(tally.rules.values()):
         raise RuntimeError(f"bug: rows were lost between input and output ({tally.rows_in} in, {counts} + rejected)")
     report = {"inputs": [str(p) for p in inputs], **tally.report(assignment, counts, len(frozen), cfg.max_tokens)}
+    if cfg.rag:  # retrieval-augmented fine-tuning: context from the knowledge base in every prompt
+        report["retrieval_augmented"] = augment_splits(out, cfg.rag, ("train", "val") if frozen else SPLITS)
     outputs = [out / f"{name}.jsonl" for name in (*SPLITS, "rejected")]
     tokenizer = processor.check_length.tokenizer if processor.check_length else None
     outputs += write_report(report, out, assignment, tally.lengths, tokenizer)

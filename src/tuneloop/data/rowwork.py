@@ -99,7 +99,8 @@ class RowProcessor:
         result.key = exact_key(text)
         if self.sketcher is not None:
             result.sketch = self.sketcher.sketch(text)
-        row["metadata"] = {"source": raw.source, "line": raw.line}
+        given = value.get("metadata") if isinstance(value, dict) and isinstance(value.get("metadata"), dict) else {}
+        row["metadata"] = {**given, "source": raw.source, "line": raw.line}  # the row's own metadata is kept
         result.row_json = orjson.dumps(row).decode()
         return result
 

@@ -4,7 +4,8 @@
 - prompted: engineered instructions (the system prompt, plus the output schema spelled out) and
   `few_shot` solved examples from the train split as earlier user/assistant turns;
 - rag: the same frame, with the `rag_k` train examples most similar to the input (MiniLM cosine),
-  i.e. retrieval of labelled examples from the team's own data.
+  i.e. retrieval of labelled examples from the team's own data; or, with a knowledge base
+  (eval.rag_index), the `rag_k` best passages of it, in the template the server uses.
 The baselines use the base model: what you would get without fine-tuning.
 """
 
@@ -26,9 +27,15 @@ def split_row(row: dict) -> tuple[list[dict], str]:
     return [_plain(m) for m in row["prompt"]], row["chosen"][-1]["content"]
 
 
-def conversations_for(system: str, conversations: list[list[dict]], train_rows: list[dict], task: TaskConfig, cfg: EvalConfig) -> list[list[dict]]:
+def conversations_for(system: str, conversations: list[list[dict]], train_rows: list[dict], task: TaskConfig, cfg: EvalConfig,
+                      passages: list[list] | None = None) -> list[list[dict]]:
+    """`passages`: the knowledge-base hits per conversation, when the rag system answers from documents."""
     if system in ("base", "finetuned"):
         return conversations
+    if system == "rag" and passages is not None:
+        from tuneloop.rag.template import augment
+
+        return [augment(_framed(c, [], task), hits) for c, hits in zip(conversations, passages)]
     examples = [split_row(r) for r in train_rows]
     if system == "prompted":
         shots = random.Random(cfg.seed).sample(examples, min(cfg.few_shot, len(examples)))

@@ -56,7 +56,12 @@ def evaluate(
 
     # --- test split ----------------------------------------------------------------------------------
     conversations, references = zip(*(split_row(r) for r in rows))
-    framed = {s: conversations_for(s, list(conversations), train_rows, task, cfg) for s in systems}
+    passages = None
+    if cfg.rag_index:  # the rag system answers from a knowledge base
+        from tuneloop.eval.retrieval import load_knowledge, retrieval_summary, retrieve
+
+        passages = retrieve(load_knowledge(cfg.rag_index), [c[-1]["content"] for c in conversations], cfg.rag_k)
+    framed = {s: conversations_for(s, list(conversations), train_rows, task, cfg, passages) for s in systems}
     outputs = answer(framed, "eval")
     scored = score_systems(outputs, list(references), task, cfg.bootstrap, cfg.seed)
     gates = check_gates(objective, scored["systems"], scored["gated_system"])
@@ -64,6 +69,7 @@ def evaluate(
         "n_test": len(rows), **{k: v for k, v in scored.items() if k != "per_sample"}, "gates": gates,
         "objective_passed": all(g["passed"] for g in gates),
         "edge_cases": _edge_cases(cfg, systems, task, train_rows, answer) if cfg.edge_cases else None,
+        "retrieval": retrieval_summary(passages, rows, outputs, cfg.rag_k) if passages is not None else None,
         "regression": general_capability({s: tuned if s == "finetuned" else model for s in systems if s in ("base", "finetuned")},
                                          tokenizer, switch_for(attached, model)) if cfg.regression else None,
     }
