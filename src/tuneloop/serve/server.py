@@ -8,9 +8,9 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from tuneloop.artifacts import read_manifest
+from tuneloop.config import ModelConfig
 from tuneloop.jobs.store import JobStore
 from tuneloop.jobs.worker import Worker
-from tuneloop.models import EMBEDDED
 from tuneloop.serve.app import create_app
 from tuneloop.serve.catalog import Catalog
 from tuneloop.serve.handler import Limits
@@ -44,7 +44,7 @@ def build_app(options: ServeOptions) -> tuple[FastAPI, Catalog]:
     folders = {_folder_name(Path(m)): Path(m) for m in options.models if Path(m).is_dir()}
     jobs = JobStore(registry) if options.jobs else None
     catalog = Catalog(
-        options.base or _base_of(options.models, registry) or EMBEDDED, registry=registry,
+        options.base or _base_of(options.models, registry) or ModelConfig().name, registry=registry,
         routes=Routes.load(options.routes) if options.routes else Routes(), folders=folders, jobs=jobs,
         router=_router(options.router), knowledge=_knowledge(options.knowledge), knowledge_k=options.knowledge_k,
         engine_options={"max_batch": options.max_batch, "max_queue": options.max_queue, "max_adapters": options.max_adapters},
