@@ -132,3 +132,21 @@ def test_a_launcher_runs_the_job_data_parallel(setup):
         assert wait_for(api, job.id, {"succeeded", "failed"}).status == "succeeded"
     run_dir = JobStore(Registry(setup["url"])).run_dir(job.id)
     assert json.loads((run_dir / "train" / "manifest.json").read_text())["summary"]["world_size"] == 2
+
+
+def test_a_job_running_when_the_server_stops_resumes_from_its_checkpoint(setup):
+    with serve(setup) as url:
+        api = client(url)
+        uploaded = api.files.create(file=setup["train"].open("rb"), purpose="fine-tune")
+        job = api.fine_tuning.jobs.create(model=setup["model"], training_file=uploaded.id, hyperparameters={"n_epochs": 12})
+        deadline = time.time() + 120
+        while not api.fine_tuning.jobs.checkpoints.list(job.id).data:
+            assert time.time() < deadline, "no checkpoint appeared"
+            time.sleep(0.2)
+    assert JobStore(Registry(setup["url"])).job(job.id)["status"] == "running"  # left for the next start
+    with serve(setup) as url:
+        api = client(url)
+        assert wait_for(api, job.id, {"succeeded", "failed"}).status == "succeeded"
+        messages = [e.message for e in api.fine_tuning.jobs.list_events(job.id, limit=200).data]
+    assert any("resuming from its last checkpoint" in m for m in messages)
+    assert any("shutting down" in m for m in messages)

@@ -86,6 +86,10 @@ class Worker:
         if outcome == "cancelled":
             self.store.add_event(job_id, "The job was cancelled")
             return
+        if outcome == "stopped":  # left `running`: the next worker to start queues it again and resumes it
+            self.store.add_event(job_id, "The server is shutting down; the job will resume from its last checkpoint on restart",
+                                 level="warn")
+            return
         if outcome != 0:
             tail = (run / "train.log").read_text(errors="replace").strip().splitlines()[-5:]
             raise TuneloopError(f"training exited with code {outcome}: " + " | ".join(tail))
@@ -123,7 +127,7 @@ class Worker:
                 if self.store.job(job_id)["status"] == "cancelled" or self._stop.is_set():
                     os.killpg(process.pid, signal.SIGTERM)
                     process.wait(60)
-                    return "cancelled" if not self._stop.is_set() else -signal.SIGTERM
+                    return "stopped" if self._stop.is_set() else "cancelled"
                 time.sleep(self.poll_s)
 
     def _metrics_events(self, job_id: str, train_dir: Path, seen: int, started: float, total_steps: int) -> int:
