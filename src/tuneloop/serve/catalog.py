@@ -86,9 +86,10 @@ class Catalog:
 
     def knowledge_for(self, target: Target):
         """The knowledge base attached to the name the client asked for, or to the version's model name."""
-        for name in (target.requested, target.variant, target.version):
-            if name and (name in self.knowledge or name.split(":")[0].split("@")[0] in self.knowledge):
-                return self.knowledge.get(name) or self.knowledge[name.split(":")[0].split("@")[0]]
+        for name in filter(None, (target.requested, target.variant, target.version)):
+            for key in (name, name.split("@")[0].split(":")[0]):
+                if key in self.knowledge:
+                    return self.knowledge[key]
         return None
 
     def listing(self) -> list[str]:

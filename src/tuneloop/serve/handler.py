@@ -105,7 +105,7 @@ class Generate:
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         sources = None
         knowledge = self.catalog.knowledge_for(target)
-        if knowledge is not None:
+        if knowledge is not None and any(m["role"] == "user" for m in messages):
             from tuneloop.rag.template import augment
             from tuneloop.rag.template import sources as cited
 
