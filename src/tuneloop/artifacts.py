@@ -15,7 +15,7 @@ import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from pydantic import BaseModel
 
@@ -71,6 +71,26 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def jsonl_objects(path: Path, each: str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; a line that is not a JSON object is an error naming
+    `path:line` and saying that each line must be `each` (e.g. "one request record")."""
+    with open(path, "rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise TuneloopError(f"{path}:{number}: not UTF-8 text; save the file as UTF-8") from None
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise TuneloopError(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno}); each line must be {each}") from None
+            if not isinstance(value, dict):
+                raise TuneloopError(f"{path}:{number}: a {type(value).__name__}, not a JSON object; each line must be {each}")
+            yield number, value
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -47,7 +47,7 @@ def test_jsonl_one_document_per_line(tmp_path):
 
 
 @pytest.mark.parametrize("lines, where, what", [
-    (['{"text": "ok"}', '{"text": '], "faq.jsonl:2", "malformed JSON"),
+    (['{"text": "ok"}', '{"text": '], "faq.jsonl:2", "not valid JSON"),
     (['{"text": "ok"}', "", '{"title": "no text"}'], "faq.jsonl:3", "'text'"),
     (['["a list"]'], "faq.jsonl:1", "JSON object"),
     (['{"id": 1, "text": "a"}', '{"id": 1, "text": "b"}'], "faq.jsonl:2", "duplicate id"),

@@ -22,6 +22,7 @@ import jsonschema
 import numpy as np
 
 # Reused so that online scores mean exactly what the evaluation stage's scores mean.
+from tuneloop.artifacts import jsonl_objects
 from tuneloop.eval.metrics.behaviour import REFUSAL
 from tuneloop.registry.requestlog import to_utc
 from tuneloop.eval.metrics.structure import parse_object
@@ -50,23 +51,12 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise TuneloopError(f"{path}: request log not found; export one or read the registry instead")
     records = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise TuneloopError(f"{path}:{number}: not valid JSON ({err.msg}); each line must be one "
-                                    f"request record") from None
-            if not isinstance(record, dict):
-                raise TuneloopError(f"{path}:{number}: a {type(record).__name__}, not a JSON object; each line "
-                                    f"must be one request record")
-            missing = [key for key in REQUIRED if record.get(key) is None]
-            if missing:
-                raise TuneloopError(f"{path}:{number}: request record is missing {missing}")
-            created_at(record, where=f"{path}:{number}")  # a bad time is reported here, with its line
-            records.append(record)
+    for number, record in jsonl_objects(path, "one request record"):
+        missing = [key for key in REQUIRED if record.get(key) is None]
+        if missing:
+            raise TuneloopError(f"{path}:{number}: request record is missing {missing}")
+        created_at(record, where=f"{path}:{number}")  # a bad time is reported here, with its line
+        records.append(record)
     return records
 
 

@@ -13,13 +13,13 @@ own folder, so the id is the file name.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+from tuneloop.artifacts import jsonl_objects
 from tuneloop.errors import TuneloopError
 
 
@@ -157,16 +157,8 @@ def _pdf(path: Path, rel: str) -> list[Document]:
 
 def _jsonl(path: Path, rel: str) -> list[Document]:
     documents, ids = [], set()
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, row in jsonl_objects(path, 'a JSON object like {"text": ...}'):
         where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise TuneloopError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(row, dict):
-            raise TuneloopError(f"{where}: each line must be a JSON object like {{\"text\": ...}}")
         text = row.get("text", row.get("content"))
         if not isinstance(text, str) or not text.strip():
             raise TuneloopError(f"{where}: needs a non-empty string field 'text' (or 'content')")

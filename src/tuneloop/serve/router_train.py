@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tuneloop.artifacts import MANIFEST, write_manifest
+from tuneloop.artifacts import MANIFEST, jsonl_objects, write_manifest
 from tuneloop.errors import TuneloopError
 
 if TYPE_CHECKING:
@@ -58,20 +58,11 @@ def read_examples(path: Path) -> list[tuple[str, str]]:
     if not path.is_file():
         raise TuneloopError(f"{path}: examples file not found")
     pairs = []
-    with open(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise TuneloopError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise TuneloopError(f"{path}:{number}: expected an object like {{\"text\": ..., \"route\": ...}}")
-            for key in ("text", "route"):
-                if not isinstance(row.get(key), str) or not row[key].strip():
-                    raise TuneloopError(f"{path}:{number}: '{key}' must be a non-empty string, got {row.get(key)!r}")
-            pairs.append((row["text"], row["route"]))
+    for number, row in jsonl_objects(path, 'an object like {"text": ..., "route": ...}'):
+        for key in ("text", "route"):
+            if not isinstance(row.get(key), str) or not row[key].strip():
+                raise TuneloopError(f"{path}:{number}: '{key}' must be a non-empty string, got {row.get(key)!r}")
+        pairs.append((row["text"], row["route"]))
     if not pairs:
         raise TuneloopError(f"{path}: no examples in the file")
     return pairs
