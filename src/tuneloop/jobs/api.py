@@ -24,8 +24,12 @@ PURPOSES = ("fine-tune", "batch", "assistants", "user_data", "evals")
 
 def jobs_router(store: JobStore) -> APIRouter:
     router = APIRouter()
+    _file_routes(router, store)
+    _job_routes(router, store)
+    return router
 
-    # --- files -----------------------------------------------------------------------------------
+
+def _file_routes(router: APIRouter, store: JobStore) -> None:
     @router.post("/v1/files")
     async def upload(file: UploadFile = File(...), purpose: str = Form(...)):
         if purpose not in PURPOSES:
@@ -61,7 +65,9 @@ def jobs_router(store: JobStore) -> APIRouter:
     def file_content(file_id: str):
         return _found(lambda: FileResponse(store.file(file_id)["path"], media_type="application/octet-stream"))
 
-    # --- jobs ------------------------------------------------------------------------------------
+
+
+def _job_routes(router: APIRouter, store: JobStore) -> None:
     @router.post("/v1/fine_tuning/jobs")
     def create_job(body: JobRequest):
         try:
@@ -127,8 +133,6 @@ def jobs_router(store: JobStore) -> APIRouter:
                     "first_id": data[0]["id"] if data else None, "last_id": data[:limit][-1]["id"] if data else None}
 
         return _found(page)
-
-    return router
 
 
 def _found(make):

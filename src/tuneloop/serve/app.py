@@ -11,7 +11,7 @@ import secrets
 import time
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -102,35 +102,41 @@ def create_app(catalog: Catalog, *, api_keys: list[str] | None = None, limits: L
         from tuneloop.jobs.api import jobs_router
 
         app.include_router(jobs_router(catalog.jobs))
+    app.include_router(_admin_router(catalog))
+    return app
 
-    # --- run-time administration -----------------------------------------------------------------
-    @app.get("/admin/routes")
+
+def _admin_router(catalog: Catalog) -> APIRouter:
+    """Run-time changes: A/B route weights, and which adapters are resident."""
+    router = APIRouter(prefix="/admin")
+
+    @router.get("/routes")
     def routes() -> dict:
         return catalog.routes.to_dict()
 
-    @app.put("/admin/routes/{name}")
+    @router.put("/routes/{name}")
     def set_route(name: str, route: Route) -> dict:
         catalog.routes.set(name, route)
         return catalog.routes.to_dict()
 
-    @app.delete("/admin/routes/{name}")
+    @router.delete("/routes/{name}")
     def remove_route(name: str):
         return catalog.routes.to_dict() if catalog.routes.remove(name) else error(404, f"no route '{name}'")
 
-    @app.get("/admin/models")
+    @router.get("/models")
     def resident() -> dict:
         return {"engines": [{"model": e.ref, "adapters": list(e.adapters), "queue_depth": e.queue_depth}
                             for e in catalog.engines.values()]}
 
-    @app.post("/admin/models/load")
+    @router.post("/models/load")
     def load(body: ModelRef):
         return _adapter_action(catalog, body.model, lambda t: t.engine.load_adapter(t.adapter) or True)
 
-    @app.post("/admin/models/unload")
+    @router.post("/models/unload")
     def unload(body: ModelRef):
         return _adapter_action(catalog, body.model, lambda t: t.engine.unload_adapter(t.adapter.key))
 
-    return app
+    return router
 
 
 def _adapter_action(catalog: Catalog, model: str, action):
