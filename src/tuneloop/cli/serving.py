@@ -1,0 +1,133 @@
+"""`tuneloop serve`, knowledge bases (`tuneloop rag`) and routers (`tuneloop route`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tuneloop.cli.common import Json, RegistryUrl, _emit, _quiet_libraries
+from tuneloop.errors import TuneloopError
+from tuneloop.ui import console
+
+# --- serve ---------------------------------------------------------------------------------------
+def serve_cmd(
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="Load at start: registry NAME[:VERSION|@ALIAS] or a train run directory (repeatable).")] = None,
+    base: Annotated[Optional[str], typer.Option("--base", help="Base model the adapters share (default: the first --model's base).")] = None,
+    registry: RegistryUrl = None,
+    routes: Annotated[Optional[Path], typer.Option("--routes", help="YAML with A/B traffic splits per route name.")] = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: Annotated[Optional[list[str]], typer.Option("--api-key", help="Require this bearer key (repeatable; or TUNELOOP_API_KEYS).")] = None,
+    max_batch: Annotated[int, typer.Option(help="Requests generated together per model.")] = 16,
+    max_queue: Annotated[int, typer.Option(help="Waiting requests per model before answering 429.")] = 64,
+    max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 1024,
+    timeout: Annotated[float, typer.Option(help="Seconds a request may take, queueing included.")] = 120.0,
+    request_log: Annotated[str, typer.Option(help="Where requests are logged: registry, off, or a .jsonl path.")] = "registry",
+    router: Annotated[Optional[Path], typer.Option("--router", help="Router YAML: one model name that picks a model per request.")] = None,
+    knowledge: Annotated[Optional[list[str]], typer.Option("--knowledge", help="NAME=DIR: answer NAME's requests with context from this knowledge base (repeatable).")] = None,
+    jobs: Annotated[bool, typer.Option(help="Serve the fine-tuning jobs API and run its jobs.")] = True,
+    launcher: Annotated[Optional[str], typer.Option(help="Run jobs under this launcher, e.g. 'accelerate launch --num_processes 4'.")] = None,
+) -> None:
+    """Serve models behind an OpenAI-compatible API: many adapters on one base, A/B routes, batching."""
+    import uvicorn
+
+    from tuneloop.serve.handler import Limits
+    from tuneloop.serve.server import ServeOptions, build_app
+
+    _quiet_libraries()
+    options = ServeOptions(models=model or [], base=base, registry=registry, routes=routes, api_keys=api_key or _env_keys(),
+                           request_log=request_log, max_batch=max_batch, max_queue=max_queue,
+                           limits=Limits(max_tokens=max_tokens, timeout=timeout), jobs=jobs, launcher=launcher,
+                           router=router, knowledge=_pairs(knowledge or [], "--knowledge"))
+    app, catalog = build_app(options)
+    console.print(f"serving {', '.join(catalog.listing())} on http://{host}:{port}/v1 (base {catalog.base})")
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=timeout)
+
+
+def _pairs(items: list[str], option: str) -> dict[str, Path]:
+    pairs = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise TuneloopError(f"{option} {item!r}: write NAME=DIR, e.g. {option} support=kb/")
+        pairs[name] = Path(folder)
+    return pairs
+
+
+def _env_keys() -> list[str] | None:
+    keys = [k for k in os.environ.get("TUNELOOP_API_KEYS", "").split(",") if k]
+    return keys or None
+
+
+# --- knowledge bases -----------------------------------------------------------------------------
+rag_app = typer.Typer(help="Knowledge bases for retrieval-augmented answers.", no_args_is_help=True)
+Docs = Annotated[list[Path], typer.Argument(help="Files or folders: Markdown, text, HTML, PDF, JSONL.")]
+KbDir = Annotated[Path, typer.Argument(help="Knowledge base folder (from `tuneloop rag index`).")]
+
+
+@rag_app.command("index")
+def rag_index(docs: Docs, out: Annotated[Path, typer.Option("--out", help="Folder to write the knowledge base to.")],
+              max_words: int = 120, overlap: int = 30, as_json: Json = False) -> None:
+    """Chunk the documents, embed the chunks (MiniLM) and build the vector + BM25 index."""
+    from tuneloop.rag.index import KnowledgeBase
+
+    knowledge = KnowledgeBase.build(docs, out, max_words, overlap)  # ids: paths relative to each folder given
+    console.print(f"{len(knowledge.documents())} documents, {len(knowledge)} chunks -> {out}")
+    _emit({"out": str(out), "documents": len(knowledge.documents()), "chunks": len(knowledge)}, as_json)
+
+
+@rag_app.command("add")
+def rag_add(index: KbDir, docs: Docs, as_json: Json = False) -> None:
+    """Add new documents and replace changed ones, embedding only their chunks."""
+    from tuneloop.rag.index import KnowledgeBase
+
+    knowledge = KnowledgeBase.load(index)
+    report = knowledge.add(docs)
+    knowledge.save()
+    console.print(f"added {len(report['added'])}, replaced {len(report['replaced'])}, unchanged {len(report['unchanged'])}; "
+                  f"{len(knowledge)} chunks now")
+    _emit(report, as_json)
+
+
+@rag_app.command("remove")
+def rag_remove(index: KbDir, ids: Annotated[list[str], typer.Argument(help="Document ids or source paths.")], as_json: Json = False) -> None:
+    """Remove documents from the knowledge base."""
+    from tuneloop.rag.index import KnowledgeBase
+
+    knowledge = KnowledgeBase.load(index)
+    report = knowledge.remove(ids)
+    knowledge.save()
+    console.print(f"removed {report['removed'] or 'nothing'}" + (f"; not found: {report['not_found']}" if report["not_found"] else ""))
+    _emit(report, as_json)
+
+
+@rag_app.command("search")
+def rag_search(index: KbDir, query: str, k: int = 3, mode: str = "hybrid", as_json: Json = False) -> None:
+    """Show the passages a question retrieves."""
+    from tuneloop.rag.index import KnowledgeBase
+    from tuneloop.rag.template import sources
+
+    hits = KnowledgeBase.load(index).search(query, k=k, mode=mode)
+    for n, hit in enumerate(hits, 1):
+        console.print(f"[{n}] {hit.chunk.doc_id} ({hit.score:.4f}): {hit.chunk.text[:160]}")
+    _emit({"hits": sources(hits)}, as_json)
+
+
+# --- routing ------------------------------------------------------------------------------------
+route_app = typer.Typer(help="Route requests between several served models.", no_args_is_help=True)
+
+
+@route_app.command("train")
+def route_train(router: Annotated[Path, typer.Argument(help="Router YAML (its routes' examples are training data).")],
+                out: Annotated[Path, typer.Option("--out", help="Folder for the classifier; point router.classifier at it.")],
+                examples: Annotated[Optional[Path], typer.Option(help="More labelled prompts: JSONL of {text, route}.")] = None,
+                seed: int = 0, as_json: Json = False) -> None:
+    """Train the router's classifier (logistic regression on MiniLM embeddings) and report its accuracy."""
+    from tuneloop.serve.router import load_router_config, read_examples, train_router
+
+    report = train_router(load_router_config(router), read_examples(examples) if examples else None, out, seed=seed)
+    console.print(f"router classifier -> {out}: accuracy {report['accuracy']:.3f} ({report.get('method', '')})")
+    _emit(report, as_json)
