@@ -11,7 +11,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tuneloop.artifacts import tuneloop_home
@@ -165,6 +165,11 @@ class JobStore:
             session.add(JobEvent(job_id=job_id, created_at=utcnow(), level=level, message=message,
                                  type="metrics" if data else "message", data=data))
             session.commit()
+
+    def seconds_since_event(self, job_id: str) -> float:
+        with Session(self.engine) as session:
+            last = session.scalar(select(func.max(JobEvent.created_at)).where(JobEvent.job_id == job_id))
+        return float("inf") if last is None else (utcnow() - as_utc(last)).total_seconds()
 
     def events(self, job_id: str, after: str | None = None, limit: int = 20) -> tuple[list[dict], bool]:
         """Newest first, like OpenAI's; `after` is an event id from the previous page."""

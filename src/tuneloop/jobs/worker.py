@@ -34,6 +34,7 @@ from tuneloop.jobs.store import JobStore
 from tuneloop.registry.lineage import register_run
 
 POLL_S = 0.5
+STALE_S = 600  # a running job on another host with no event for this long is taken as abandoned
 
 
 class Worker:
@@ -47,11 +48,25 @@ class Worker:
 
     def start(self) -> Worker:
         for job in self.store.orphaned(self.name):
+            if not self._abandoned(job):
+                continue  # another live server is running it
             self.store.set_status(job["id"], "queued", only_from=("running",), worker=None)
             self.store.add_event(job["id"], "The server restarted while this job ran; it is queued again and will "
                                             "resume from its last checkpoint", level="warn")
         self._thread.start()
         return self
+
+    def _abandoned(self, job: dict) -> bool:
+        """A running job whose worker is gone: a dead process on this host, or silent for STALE_S elsewhere."""
+        host, _, rest = (job.get("worker") or "").partition(":")
+        pid = rest.split(":")[0]
+        if host == socket.gethostname() and pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                return True
+            return int(pid) == os.getpid()  # this process restarted its worker
+        return self.store.seconds_since_event(job["id"]) > STALE_S
 
     def stop(self, timeout: float = 30) -> None:
         self._stop.set()
