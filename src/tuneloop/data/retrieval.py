@@ -15,6 +15,7 @@ from tuneloop.config import RagDataConfig
 
 
 def augment_splits(out: Path, rag: RagDataConfig, splits: tuple[str, ...]) -> dict[str, int]:
+    from tuneloop.models.chat import last_text
     from tuneloop.rag.index import KnowledgeBase
     from tuneloop.rag.template import augment
 
@@ -25,8 +26,7 @@ def augment_splits(out: Path, rag: RagDataConfig, splits: tuple[str, ...]) -> di
         rows = read_jsonl(path) if path.is_file() else []
         for row in rows:
             conversation = row["messages"][:-1] if "messages" in row else row["prompt"]
-            question = next((m["content"] for m in reversed(conversation) if m["role"] == "user"), "")
-            hits = knowledge.search(question, k=rag.k)
+            hits = knowledge.search(last_text(conversation), k=rag.k)
             if "messages" in row:
                 row["messages"] = [*augment(conversation, hits), row["messages"][-1]]
             else:

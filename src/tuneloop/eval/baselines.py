@@ -17,6 +17,7 @@ import random
 import numpy as np
 
 from tuneloop.config import EvalConfig, TaskConfig
+from tuneloop.models.chat import last_text
 from tuneloop.models.embed import embed
 
 
@@ -43,8 +44,8 @@ def conversations_for(system: str, conversations: list[list[dict]], train_rows: 
     # rag: nearest train examples to each test input
     if not examples:
         return [_framed(c, [], task) for c in conversations]
-    index = embed([_last_user(c) for c, _ in examples])
-    queries = embed([_last_user(c) for c in conversations])
+    index = embed([last_text(c) for c, _ in examples])
+    queries = embed([last_text(c) for c in conversations])
     nearest = np.argsort(-(queries @ index.T), axis=1)[:, : cfg.rag_k]
     # Most similar example last, right before the question, where a small model attends most.
     return [_framed(c, [examples[j] for j in reversed(row)], task) for c, row in zip(conversations, nearest)]
@@ -57,12 +58,8 @@ def _framed(conversation: list[dict], shots: list[tuple[list[dict], str]], task:
                             + json.dumps(task.output_schema, separators=(",", ":")))
     framed = [{"role": "system", "content": "\n\n".join(instructions)}] if instructions else []
     for shot, answer in shots:
-        framed += [{"role": "user", "content": _last_user(shot)}, {"role": "assistant", "content": answer}]
+        framed += [{"role": "user", "content": last_text(shot)}, {"role": "assistant", "content": answer}]
     return framed + [m for m in conversation if m["role"] != "system"]
-
-
-def _last_user(conversation: list[dict]) -> str:
-    return next((m["content"] for m in reversed(conversation) if m["role"] == "user"), "")
 
 
 def _plain(message: dict) -> dict:

@@ -27,6 +27,12 @@ class Encoded:
         return sum(1 for label in self.labels if label != IGNORE)
 
 
+def last_text(messages: list[dict], role: str = "user") -> str:
+    """The content of the last `role` message ("" if none); OpenAI content-part lists are joined."""
+    content = next((m.get("content") for m in reversed(messages) if m.get("role") == role), "") or ""
+    return content if isinstance(content, str) else "".join(part.get("text", "") for part in content)
+
+
 def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> str:
     """The exact text the model sees before it starts its answer."""
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

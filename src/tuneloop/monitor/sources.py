@@ -12,6 +12,7 @@ from typing import Any, Callable
 from tuneloop.artifacts import read_jsonl, read_manifest
 from tuneloop.errors import TuneloopError
 from tuneloop.eval.metrics.structure import parse_object
+from tuneloop.models import last_text
 from tuneloop.monitor.logstats import read_log, records_since
 
 
@@ -43,26 +44,17 @@ def training_sample(version: dict) -> tuple[list[str], list[str | None], dict]:
         raise TuneloopError(f"{version['ref']}: its training data {train_file} is gone; drift compares against it")
     task = version.get("task") or {}
     rows = read_jsonl(train_file)
-    texts = [_last_user(row.get("messages", [])) for row in rows]
-    labels = [_label(_last(row.get("messages", []), "assistant"), task) for row in rows]
+    texts = [last_text(row.get("messages", [])) for row in rows]
+    labels = [_label(last_text(row.get("messages", []), "assistant"), task) for row in rows]
     return texts, labels, task
 
 
 def traffic_sample(records: list[dict], model_ref: str, task: dict) -> tuple[list[str], list[str | None]]:
     """User texts and answer labels of the successful requests a version served."""
     mine = [r for r in records if r["model"] == model_ref and r["status"] < 400]
-    texts = [_last_user((r.get("request") or {}).get("messages") or [{"role": "user", "content": (r.get("request") or {}).get("prompt", "")}])
+    texts = [last_text((r.get("request") or {}).get("messages") or [{"role": "user", "content": (r.get("request") or {}).get("prompt", "")}])
              for r in mine]
     return texts, [_label(r.get("response") or "", task) for r in mine]
-
-
-def _last(messages: list[dict], role: str) -> str:
-    content = next((m.get("content") for m in reversed(messages) if m.get("role") == role), "") or ""
-    return content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
-
-
-def _last_user(messages: list[dict]) -> str:
-    return _last(messages, "user")
 
 
 def _label(answer: str, task: dict) -> str | None:

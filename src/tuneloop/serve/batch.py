@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from tuneloop.serve.job import Job
+from tuneloop.serve.job import Job, dora_key
 
 
 class Batch:
@@ -33,10 +33,6 @@ class Batch:
     def __len__(self) -> int:
         return len(self.jobs)
 
-    def accepts(self, job: Job) -> bool:
-        dora = job.adapter.key if job.adapter and job.adapter.dora else None
-        return not self.jobs or dora == self.dora
-
     @torch.inference_mode()
     def join(self, jobs: list[Job]) -> None:
         """Prefill `jobs` together and add them to the running batch."""
@@ -50,7 +46,7 @@ class Batch:
         cache = DynamicCache(config=self.model.config)
         logits = self._forward(jobs, ids, mask, positions, cache)
         if not self.jobs:
-            self.dora = jobs[0].adapter.key if jobs[0].adapter and jobs[0].adapter.dora else None
+            self.dora = dora_key(jobs[0])
             self.jobs, self.mask, self.positions, self.logits, self.cache = list(jobs), mask, positions[:, -1:], logits, cache
         else:
             self.mask, mask = _pad_left_to_same(self.mask, mask)

@@ -14,12 +14,11 @@ import time
 from collections import OrderedDict, deque
 from pathlib import Path
 
-import torch
 
 from tuneloop.errors import TuneloopError
 from tuneloop.models import load_model, load_tokenizer
 from tuneloop.serve.batch import Batch
-from tuneloop.serve.job import AdapterRef, Job
+from tuneloop.serve.job import AdapterRef, Job, dora_key
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +115,14 @@ class Engine:
         """Waiting jobs that fit into the running batch (first come, first served; skip cancelled ones)."""
         room = self.max_batch - (len(batch) if batch else 0)
         taken, left = [], deque()
-        probe = batch or Batch(self.model, 0, peft=False)
+        # A running batch fixes its kind; otherwise the first job taken does.
+        kind = (batch.dora,) if batch else None
         while self._waiting:
             job = self._waiting.popleft()
             if job.cancelled:
                 job.finish_reason = "cancelled"
-            elif len(taken) < room and probe.accepts(job) and (not taken or _same_kind(taken[0], job)):
+            elif len(taken) < room and (kind is None or kind == (dora_key(job),)):
+                kind = (dora_key(job),)
                 taken.append(job)
             else:
                 left.append(job)
@@ -157,15 +158,3 @@ class Engine:
         for key in [k for k in self.adapters if k not in in_use][: max(0, len(self.adapters) - self.max_adapters)]:
             self.model.delete_adapter(key)
             del self.adapters[key]
-
-
-def _same_kind(first: Job, job: Job) -> bool:
-    """Jobs that can share a batch: LoRA/base jobs together, a DoRA adapter only with itself."""
-    dora = lambda j: j.adapter.key if j.adapter and j.adapter.dora else None  # noqa: E731
-    return dora(first) == dora(job)
-
-
-@torch.inference_mode()
-def warm_up(engine: Engine) -> None:
-    """One tiny forward so the first real request does not pay for lazy initialisation."""
-    engine.model(input_ids=torch.tensor([[engine.tokenizer.eos_token_id]]))

@@ -23,6 +23,11 @@ class AdapterRef:
     dora: bool = False
 
 
+def dora_key(job: Job) -> str | None:
+    """The DoRA adapter a job needs (PEFT cannot mix DoRA adapters in a batch); None for LoRA or the base."""
+    return job.adapter.key if job.adapter and job.adapter.dora else None
+
+
 @dataclass
 class Sampling:
     temperature: float = 1.0
