@@ -225,6 +225,9 @@ class TrainConfig(Strict):
     keep_last: int = Field(2, ge=1)
     early_stopping: EarlyStopping = EarlyStopping()
     seed: int = 0
+    # tuneloop's own training paths (fused LoRA layers, chunked loss on answer tokens); off = the plain
+    # peft/transformers computation, for comparison or if a model misbehaves with them.
+    fast_kernels: bool = True
 
     @model_validator(mode="after")
     def _early_stopping_needs_validation(self) -> "TrainConfig":

@@ -86,11 +86,11 @@ class Dpo:
     def _terms(self, model, batch: dict, where) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-pair losses and implicit rewards of the chosen and rejected answers."""
         with where.autocast():
-            policy = answer_logps(model, batch)
+            policy = answer_logps(model, batch, self.cfg.fast_kernels)
             with torch.no_grad():
                 reference_model = self.frozen if self.frozen is not None else model
                 with model.disable_adapter() if self.frozen is None else nullcontext():
-                    reference = answer_logps(reference_model, batch)
+                    reference = answer_logps(reference_model, batch, self.cfg.fast_kernels)
         half = len(policy) // 2
         rewards = self.cfg.dpo.beta * (policy - reference)
         chosen, rejected = rewards[:half], rewards[half:]

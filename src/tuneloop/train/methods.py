@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM
 from tuneloop.config import ModelConfig, TrainConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.models.resolve import resolve_model
+from tuneloop.train.fast_lora import use_fast_lora
 
 ADAPTER_METHODS = ("lora", "dora", "qlora")
 
@@ -77,6 +78,8 @@ def build_model(model_cfg: ModelConfig, cfg: TrainConfig, where: Placement):
             r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
             target_modules=cfg.lora.target_modules, use_dora=cfg.method == "dora", task_type="CAUSAL_LM",
         ))
+        if cfg.fast_kernels:
+            use_fast_lora(model)
     model.config.use_cache = False
     return model.train()
 

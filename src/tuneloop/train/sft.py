@@ -55,7 +55,7 @@ class Sft:
         loss_total = 0.0
         for batch in group:
             with where.autocast():
-                loss_sum, _ = answer_loss_sum(model, to_device(batch, where.device))
+                loss_sum, _ = answer_loss_sum(model, to_device(batch, where.device), self.cfg.fast_kernels)
             (loss_sum / n_tokens).backward()
             loss_total += loss_sum.item()
         seen = world.sum(sum(int(b["attention_mask"].sum()) for b in group), where.device)
@@ -68,7 +68,7 @@ class Sft:
         mine = self.val_set[world.rank :: world.size]
         for start in range(0, len(mine), self.cfg.batch_size):
             with where.autocast():
-                loss_sum, n = answer_loss_sum(model, to_device(self.collate(mine[start : start + self.cfg.batch_size]), where.device))
+                loss_sum, n = answer_loss_sum(model, to_device(self.collate(mine[start : start + self.cfg.batch_size]), where.device), self.cfg.fast_kernels)
             loss, tokens = loss + loss_sum.item(), tokens + n
         return {"val_loss": world.sum(loss, where.device) / max(world.sum(tokens, where.device), 1)}
 
