@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from tuneloop.serve.job import Job, dora_key
+from tuneloop.serve.kvcache import growing_cache
 
 
 class Batch:
@@ -43,7 +44,7 @@ class Batch:
             ids[row, width - len(job.prompt_ids):] = torch.tensor(job.prompt_ids)
             mask[row, width - len(job.prompt_ids):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
+        cache = growing_cache(self.model.config)
         logits = self._forward(jobs, ids, mask, positions, cache)
         if not self.jobs:
             self.dora = dora_key(jobs[0])

@@ -19,6 +19,7 @@ from tuneloop.errors import TuneloopError
 from tuneloop.models import load_model, load_tokenizer
 from tuneloop.serve.batch import Batch
 from tuneloop.serve.job import AdapterRef, Job, dora_key
+from tuneloop.serve.layout import layout_for_decoding
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class Engine:
         self.ref = str(ref)
         self.tokenizer = load_tokenizer(ref)
         self.model = load_model(ref)
+        layout_for_decoding(self.model)
         self.context = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.max_batch, self.max_queue, self.max_adapters = max_batch, max_queue, max_adapters
         self.end_ids = {i for i in (self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")) if isinstance(i, int)}
