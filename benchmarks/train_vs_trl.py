@@ -40,6 +40,7 @@ VARIANTS = {
     "tuneloop": ("tuneloop", "lora", {}),
     "trl-default": ("trl", "lora", {}),  # SFTConfig defaults: padded batches, gradient checkpointing on
     "trl-best": ("trl", "lora", {"padding_free": True, "gradient_checkpointing": False}),
+    "tuneloop-plain": ("tuneloop", "lora", {"fast_kernels": False}),  # lever check: peft's layers, unchunked loss
     "tuneloop-full": ("tuneloop", "full", {}),
     "trl-default-full": ("trl", "full", {}),
 }
@@ -47,6 +48,7 @@ LABELS = {
     "tuneloop": "tuneloop LoRA",
     "trl-default": "TRL SFTTrainer LoRA, defaults (padded, gradient checkpointing)",
     "trl-best": "TRL SFTTrainer LoRA, best (padding_free, no checkpointing)",
+    "tuneloop-plain": "tuneloop LoRA, fast_kernels off",
     "tuneloop-full": "tuneloop full fine-tuning",
     "trl-default-full": "TRL SFTTrainer full fine-tuning, defaults",
 }
@@ -125,7 +127,7 @@ def val_loss(model, examples) -> float:
 
 # --- one run (child process) --------------------------------------------------------------------
 
-def run_tuneloop(work: Path, method: str, args) -> dict:
+def run_tuneloop(work: Path, method: str, settings: dict, args) -> dict:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -134,7 +136,7 @@ def run_tuneloop(work: Path, method: str, args) -> dict:
 
     cfg = TrainConfig(method=method, epochs=args.epochs, batch_size=args.batch_size, max_seq_len=512,
                       learning_rate=args.full_lr if method == "full" else args.lr, scheduler="linear", warmup_ratio=0.0,
-                      weight_decay=0.0, max_grad_norm=1.0, seed=0, tensorboard=False, precision="fp32")
+                      weight_decay=0.0, max_grad_norm=1.0, seed=0, tensorboard=False, precision="fp32", **settings)
     out = work / f"out-{os.getpid()}"
     summary = train(cfg, ModelConfig(name=str(work / "model")), work / "data", out)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -184,7 +186,8 @@ def child(args) -> None:
     started = time.perf_counter()
     trainer, method, settings = VARIANTS[args.child]
     work = Path(args.work)
-    result = run_tuneloop(work, method, args) if trainer == "tuneloop" else run_trl(work, method, settings, args)
+    run = run_tuneloop if trainer == "tuneloop" else run_trl
+    result = run(work, method, settings, args)
     print("RESULT " + json.dumps({**result, "process_s": time.perf_counter() - started}), flush=True)
 
 
@@ -256,7 +259,8 @@ def _table(runs: dict[str, list[dict]], stats: dict, args) -> str:
                     f"{_median(results, 'process_s'):.1f} | {_median(results, 'peak_rss_mb'):,.0f} | "
                     f"{_median(results, 'train_loss'):.4f} | {_median(results, 'val_loss'):.4f} |")
     ratios = []
-    for ours, peer in [("tuneloop", "trl-default"), ("tuneloop", "trl-best"), ("tuneloop-full", "trl-default-full")]:
+    for ours, peer in [("tuneloop", "trl-default"), ("tuneloop", "trl-best"), ("tuneloop", "tuneloop-plain"),
+                       ("tuneloop-full", "trl-default-full")]:
         if ours in runs and peer in runs:
             a, b = runs[ours], runs[peer]
             ratios.append(f"- {LABELS[ours]} / {LABELS[peer]}: tokens/s **{_median(a, 'tokens_per_s') / _median(b, 'tokens_per_s'):.2f}x**, "
