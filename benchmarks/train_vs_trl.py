@@ -35,12 +35,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Training vs TRL"
 
-# variant -> (trainer, method, TRL settings)
+# variant -> (trainer, method, settings: SFTConfig fields for TRL, TrainConfig fields for tuneloop)
 VARIANTS = {
     "tuneloop": ("tuneloop", "lora", {}),
     "trl-default": ("trl", "lora", {}),  # SFTConfig defaults: padded batches, gradient checkpointing on
     "trl-best": ("trl", "lora", {"padding_free": True, "gradient_checkpointing": False}),
     "tuneloop-plain": ("tuneloop", "lora", {"fast_kernels": False}),  # lever check: peft's layers, unchunked loss
+    "tuneloop-grouped": ("tuneloop", "lora", {"group_by_length": True}),  # lever check: length-grouped batches
     "tuneloop-full": ("tuneloop", "full", {}),
     "trl-default-full": ("trl", "full", {}),
 }
@@ -49,6 +50,7 @@ LABELS = {
     "trl-default": "TRL SFTTrainer LoRA, defaults (padded, gradient checkpointing)",
     "trl-best": "TRL SFTTrainer LoRA, best (padding_free, no checkpointing)",
     "tuneloop-plain": "tuneloop LoRA, fast_kernels off",
+    "tuneloop-grouped": "tuneloop LoRA, group_by_length on",
     "tuneloop-full": "tuneloop full fine-tuning",
     "trl-default-full": "TRL SFTTrainer full fine-tuning, defaults",
 }
@@ -260,7 +262,7 @@ def _table(runs: dict[str, list[dict]], stats: dict, args) -> str:
                     f"{_median(results, 'train_loss'):.4f} | {_median(results, 'val_loss'):.4f} |")
     ratios = []
     for ours, peer in [("tuneloop", "trl-default"), ("tuneloop", "trl-best"), ("tuneloop", "tuneloop-plain"),
-                       ("tuneloop-full", "trl-default-full")]:
+                       ("tuneloop-grouped", "tuneloop"), ("tuneloop-grouped", "trl-best"), ("tuneloop-full", "trl-default-full")]:
         if ours in runs and peer in runs:
             a, b = runs[ours], runs[peer]
             ratios.append(f"- {LABELS[ours]} / {LABELS[peer]}: tokens/s **{_median(a, 'tokens_per_s') / _median(b, 'tokens_per_s'):.2f}x**, "

@@ -1,4 +1,10 @@
-"""Batches for training: group examples of similar length so little compute goes to padding."""
+"""Batches for training: shuffled (the default), or grouped by length so little compute goes to padding.
+
+Grouping by length cut padding from ~43% to ~1.5% of tokens on 20-400-token rows (1.6x the tokens/s)
+but its batches are not random samples: on the TRL comparison (benchmarks/train_vs_trl.py) one epoch
+ended at a 4.6% higher validation loss than shuffled batches (3% with windows of 4-8 batches). So it
+is opt-in (`train.group_by_length`), for runs where speed matters more than matching a random order.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,15 @@ import random
 import torch
 
 from tuneloop.models.chat import IGNORE, Encoded
+
+
+def batches(lengths: list[int], batch_size: int, seed: int, by_length: bool) -> list[list[int]]:
+    """Every example once, in batches: shuffled, or length-grouped when `by_length`."""
+    if by_length:
+        return length_grouped_batches(lengths, batch_size, seed)
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def length_grouped_batches(lengths: list[int], batch_size: int, seed: int) -> list[list[int]]:

@@ -21,7 +21,7 @@ from tuneloop.config import TrainConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.models import encode_chat
 from tuneloop.models.chat import Encoded
-from tuneloop.train.batching import collate, length_grouped_batches, to_device
+from tuneloop.train.batching import batches, collate, to_device
 from tuneloop.train.loss import answer_logps
 
 STATS = ("train_loss", "reward_margin", "reward_accuracy", "chosen_reward", "rejected_reward")
@@ -58,7 +58,7 @@ class Dpo:
 
     def batches(self, epoch: int) -> list:
         lengths = [max(len(p.chosen.input_ids), len(p.rejected.input_ids)) for p in self.train_set]
-        return [[self.train_set[i] for i in b] for b in length_grouped_batches(lengths, self.cfg.batch_size, self.cfg.seed + epoch)]
+        return [[self.train_set[i] for i in b] for b in batches(lengths, self.cfg.batch_size, self.cfg.seed + epoch, self.cfg.group_by_length)]
 
     def collate(self, pairs: list[Pair]) -> dict:
         """Chosen answers in the first half of the batch, rejected in the second."""

@@ -17,7 +17,7 @@ from tuneloop.config import TrainConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.models import encode_chat
 from tuneloop.models.chat import IGNORE, Encoded
-from tuneloop.train.batching import collate, length_grouped_batches, to_device
+from tuneloop.train.batching import batches, collate, to_device
 from tuneloop.train.loss import answer_loss_sum
 
 
@@ -44,7 +44,7 @@ class Sft:
 
     def batches(self, epoch: int) -> list:
         lengths = [len(e.input_ids) for e in self.train_set]
-        return [[self.train_set[i] for i in b] for b in length_grouped_batches(lengths, self.cfg.batch_size, self.cfg.seed + epoch)]
+        return [[self.train_set[i] for i in b] for b in batches(lengths, self.cfg.batch_size, self.cfg.seed + epoch, self.cfg.group_by_length)]
 
     def collate(self, examples: list[Encoded]) -> dict:
         return collate(examples, self.pad_id)
