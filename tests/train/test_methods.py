@@ -122,12 +122,13 @@ def preference_dir(tmp_path):
 
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_dpo_learns_to_prefer_the_chosen_answers(tmp_path, preference_dir, tiny_model_dir, method):
-    cfg = TrainConfig(objective="dpo", method=method, max_steps=15, batch_size=8, eval_every=5,
+    cfg = TrainConfig(objective="dpo", method=method, max_steps=30, batch_size=8, eval_every=5,
                       learning_rate=5e-3 if method == "lora" else 5e-4, dpo={"beta": 0.5}, lora={"dropout": 0.0})
     summary = train(cfg, ModelConfig(name=str(tiny_model_dir)), preference_dir, tmp_path / "run")
     log = records(tmp_path / "run")
     assert log[0]["train_loss"] == pytest.approx(0.6931, abs=0.02)  # policy == reference at the start: log 2
-    assert summary["final_loss"] < 0.6 and summary["reward_margin"] > 0 and summary["reward_accuracy"] > 0.7
+    recent = sum(r["train_loss"] for r in log[-5:]) / 5  # one shuffled batch's loss is noisy; five are not
+    assert recent < 0.6 and summary["reward_margin"] > 0 and summary["reward_accuracy"] > 0.7
     assert {"val_loss", "val_reward_margin", "val_reward_accuracy"} <= log[-1].keys()
     assert log[-1]["val_reward_accuracy"] > 0.5
 
