@@ -225,8 +225,9 @@ class TrainConfig(Strict):
     keep_last: int = Field(2, ge=1)
     early_stopping: EarlyStopping = EarlyStopping()
     seed: int = 0
-    # tuneloop's own training paths (fused LoRA layers, chunked loss on answer tokens); off = the plain
-    # peft/transformers computation, for comparison or if a model misbehaves with them.
+    # tuneloop's own training paths (fused LoRA layers, chunked loss on answer tokens, no attention mask
+    # for right-padded batches); off = the plain peft/transformers computation, for comparison or if a
+    # model misbehaves with them.
     fast_kernels: bool = True
     # Batches of similar-length examples: far less padding (~1.6x tokens/s on mixed lengths), but not
     # random samples, which cost validation loss in our one-epoch comparison; off = shuffled batches.

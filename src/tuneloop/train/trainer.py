@@ -71,8 +71,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, r
     if dry_run:
         return _dry_run(objective, model, plan, total_steps * micro_per_step * cfg.batch_size, data, world, where, say)
 
-    # fused: one kernel for all parameters (~5x faster than the per-tensor loop on CPU for 33M parameters)
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=where.device.type in ("cuda", "cpu"))
+    # fused (CPU and CUDA): one kernel for all parameters, ~5x faster than the per-tensor loop on CPU for 33M parameters
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
     scheduler = _scheduler(cfg, optimizer, total_steps)
     say(f"train: {cfg.method} {cfg.objective}, {data['examples']} examples, {total_steps} steps of "
         f"{cfg.batch_size}x{cfg.grad_accum}{f'x{world.size} ranks' if world.size > 1 else ''} on {where.device}"
