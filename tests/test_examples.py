@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tuneloop.config import load_config
-from tuneloop.pipeline import run_pipeline
+from tuneloop.pipelines.run import run_pipeline
 
 CONFIGS = sorted((ROOT / "examples").rglob("*.yaml"))
 

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import running, ticket_rows, write_jsonl
 from tuneloop.jobs.store import JobStore
 from tuneloop.registry.store import Registry
-from tuneloop.serve.server import ServeOptions, build_app
+from tuneloop.server import ServeOptions, build_app
 
 HP = {"n_epochs": 1, "batch_size": 8}
 
@@ -103,7 +103,7 @@ def test_a_file_that_fails_validation_fails_its_job_with_the_report(setup):
 
 def test_jobs_survive_a_restart(setup):
     # Queued while no server runs, and one left "running" by a worker that died.
-    store = JobStore(Registry(setup["url"]))
+    store = JobStore(setup["url"])
     file_id = store.add_file("train.jsonl", "fine-tune", setup["train"].read_bytes(), "processed", None)["id"]
     fields = dict(model=setup["model"], training_file=file_id, validation_file=None, suffix=None, seed=0,
                   hyperparameters={**HP, "learning_rate_multiplier": 1.0}, method={"type": "supervised"})
@@ -130,7 +130,7 @@ def test_a_launcher_runs_the_job_data_parallel(setup):
         uploaded = api.files.create(file=setup["train"].open("rb"), purpose="fine-tune")
         job = api.fine_tuning.jobs.create(model=setup["model"], training_file=uploaded.id, hyperparameters=HP)
         assert wait_for(api, job.id, {"succeeded", "failed"}).status == "succeeded"
-    run_dir = JobStore(Registry(setup["url"])).run_dir(job.id)
+    run_dir = JobStore(setup["url"]).run_dir(job.id)
     assert json.loads((run_dir / "train" / "manifest.json").read_text())["summary"]["world_size"] == 2
 
 
@@ -143,7 +143,7 @@ def test_a_job_running_when_the_server_stops_resumes_from_its_checkpoint(setup):
         while not api.fine_tuning.jobs.checkpoints.list(job.id).data:
             assert time.time() < deadline, "no checkpoint appeared"
             time.sleep(0.2)
-    assert JobStore(Registry(setup["url"])).job(job.id)["status"] == "running"  # left for the next start
+    assert JobStore(setup["url"]).job(job.id)["status"] == "running"  # left for the next start
     with serve(setup) as url:
         api = client(url)
         assert wait_for(api, job.id, {"succeeded", "failed"}).status == "succeeded"

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import ticket_rows, write_jsonl
 from tuneloop.cli import app
+from tuneloop.db.requestlog import RequestStore
 from tuneloop.registry.store import Registry
 
 TASK = {"output_schema": {"type": "object", "required": ["category"]}, "label_fields": ["category"]}
@@ -38,7 +39,7 @@ def tickets(n: int, seed: int) -> list[tuple[str, str]]:
 
 def log(url: str, traffic: list[tuple[str, str]], *, errors: int = 0, ago: dt.timedelta = dt.timedelta(minutes=1)) -> None:
     now = dt.datetime.now(dt.UTC)
-    Registry(url).log_requests([
+    RequestStore(url).log_requests([
         {"id": f"r-{i}-{random.random()}", "created_at": now - ago + dt.timedelta(seconds=i * 0.1), "model": "triage:1",
          "variant": None, "status": 500 if i < errors else 200, "latency_ms": 100.0 + i, "ttft_ms": 10.0,
          "prompt_tokens": 20, "completion_tokens": 8, "response": answer,
@@ -96,9 +97,9 @@ def test_alerts_fire_to_the_webhook_and_stay_quiet_otherwise(served, tmp_path, w
 
 def test_export_feedback_from_the_cli(served, tmp_path):
     log(served, [("my invoice is wrong, mail me at bob@example.org", "{}")])
-    registry = Registry(served)
-    request_id = registry.requests()[0]["id"]
-    registry.add_feedback(request_id, rating="down", corrected='{"category": "billing"}')
+    store = RequestStore(served)
+    request_id = store.requests()[0]["id"]
+    store.add_feedback(request_id, rating="down", corrected='{"category": "billing"}')
     result = run("monitor", "export-feedback", "--registry", served, "--out", str(tmp_path / "fb.jsonl"), "--json")
     assert result.exit_code == 0, result.output
     row = json.loads((tmp_path / "fb.jsonl").read_text())

@@ -12,8 +12,9 @@ from tests.conftest import running
 from tuneloop.config import DataConfig, TaskConfig
 from tuneloop.data.prepare import prepare
 from tuneloop.monitor.feedback import export_feedback
+from tuneloop.db.requestlog import RequestStore
 from tuneloop.registry.store import Registry
-from tuneloop.serve.server import ServeOptions, build_app
+from tuneloop.server import ServeOptions, build_app
 
 
 @pytest.fixture
@@ -40,17 +41,17 @@ def test_feedback_becomes_the_next_training_set(served, tmp_path):
     assert http.post("/v1/feedback", json={"request_id": liked, "rating": "up", "comment": "good"}).status_code == 200
     assert http.post("/v1/feedback", json={"request_id": disliked, "score": 0.1}).status_code == 200
 
-    stored = registry.feedback()
+    stored = RequestStore(registry.database).feedback()
     assert [f["request_id"] for f in stored] == [corrected, liked, disliked]
     assert stored[0]["request"]["request"]["messages"][0]["content"] == "ticket 0: my parcel is late"
 
-    result = export_feedback(registry, tmp_path / "feedback.jsonl")
+    result = export_feedback(RequestStore(registry.database), tmp_path / "feedback.jsonl")
     assert (result["rows"], result["corrected"], result["approved"]) == (2, 1, 1)
     assert result["skipped"] == {"not approved and not corrected": 1} and result["pii_redacted"]["email"] == 1
     rows = [json.loads(line) for line in (tmp_path / "feedback.jsonl").read_text().splitlines()]
     assert rows[0]["messages"][-1]["content"].startswith('{"category": "shipping"} Contact me at ')
     assert "jane.doe@example.com" not in rows[0]["messages"][-1]["content"]
-    assert rows[1]["messages"][-1]["content"] == registry.request(liked)["response"]
+    assert rows[1]["messages"][-1]["content"] == RequestStore(registry.database).request(liked)["response"]
 
     report = prepare([tmp_path / "feedback.jsonl"], tmp_path / "data", DataConfig(val_ratio=0, test_ratio=0), TaskConfig())
     assert report["kept"] == 2 and report["rejected"] == 0

@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import ROOT, running
 
 from tuneloop.rag.index import KnowledgeBase
-from tuneloop.serve.server import ServeOptions, build_app
+from tuneloop.server import ServeOptions, build_app
 
 EXAMPLE = ROOT / "examples" / "product_docs"
 MODEL = "smollm2-135m-instruct"  # the embedded default model

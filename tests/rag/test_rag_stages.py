@@ -17,7 +17,7 @@ from tuneloop.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig
 from tuneloop.data.prepare import prepare
 from tuneloop.eval.evaluate import evaluate
 from tuneloop.rag.template import DEFAULT_TEMPLATE
-from tuneloop.serve.server import ServeOptions, build_app
+from tuneloop.server import ServeOptions, build_app
 
 EXAMPLE = ROOT / "examples" / "product_docs"
 

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import running
 from tuneloop.registry.store import Registry
 from tuneloop.serve.handler import Limits
-from tuneloop.serve.server import ServeOptions, build_app
+from tuneloop.server import ServeOptions, build_app
 
 KEY = "test-key"
 ASK = [{"role": "user", "content": "My parcel is late"}]

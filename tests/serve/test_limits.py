@@ -15,7 +15,7 @@ import httpx
 
 from tests.conftest import free_port, running
 from tuneloop.serve.handler import Limits
-from tuneloop.serve.server import ServeOptions, build_app
+from tuneloop.server import ServeOptions, build_app
 
 ROOT = Path(__file__).resolve().parents[2]
 ASK = [{"role": "user", "content": "My parcel is late"}]

@@ -10,7 +10,7 @@ import httpx
 
 from tests.conftest import running
 from tuneloop.registry.store import Registry
-from tuneloop.serve.server import ServeOptions, build_app
+from tuneloop.server import ServeOptions, build_app
 
 ROUTER = """
 router:

@@ -20,12 +20,16 @@ ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="Pipeline Y
 
 
 def _monitor_setup(config: Path | None, registry: str | None, since: str | None):
+    """(config, request log, registry, since): the request log and the registry share one database."""
     from tuneloop.config import PipelineConfig
+    from tuneloop.db import Database
+    from tuneloop.db.requestlog import RequestStore
     from tuneloop.monitor.logstats import parse_since
     from tuneloop.registry.store import Registry
 
     cfg = load_config(config) if config else PipelineConfig()
-    return cfg, Registry(registry or cfg.registry.url), parse_since(since) if since else None
+    database = Database(registry or cfg.registry.url)
+    return cfg, RequestStore(database), Registry(database), parse_since(since) if since else None
 
 
 @monitor_app.command("report")
@@ -36,9 +40,10 @@ def monitor_report(since: Since = None, registry: RegistryUrl = None, log: LogFi
     """Requests, errors, latency, tokens/s and reference-free quality, per model and variant; HTML report."""
     from tuneloop.monitor import checks
 
-    cfg, store, start = _monitor_setup(config, registry, since)
-    drift_result = checks.drift(store, drift_model, cfg.monitor.drift, since=start, log=log) if drift_model else None
-    result = checks.report(store, out or new_run_dir(Path("runs"), "monitor"), since=start, log=log, bucket=bucket, drift=drift_result)
+    cfg, traffic, versions, start = _monitor_setup(config, registry, since)
+    drift_result = checks.drift(traffic, versions, drift_model, cfg.monitor.drift, since=start, log=log) if drift_model else None
+    result = checks.report(traffic, versions, out or new_run_dir(Path("runs"), "monitor"), since=start, log=log, bucket=bucket,
+                           drift=drift_result)
     console.print(_summary_table(result["summary"]))
     if drift_result:
         console.print(f"drift of {drift_result['model']}: [bold]{drift_result['verdict']}[/]")
@@ -67,8 +72,8 @@ def monitor_drift(model: Annotated[str, typer.Argument(help="Served version: NAM
     """Compare production inputs and answers with the version's training data; exit 1 on drift."""
     from tuneloop.monitor import checks
 
-    cfg, store, start = _monitor_setup(config, registry, since)
-    result = checks.drift(store, model, cfg.monitor.drift, since=start, log=log)
+    cfg, traffic, versions, start = _monitor_setup(config, registry, since)
+    result = checks.drift(traffic, versions, model, cfg.monitor.drift, since=start, log=log)
     console.print(f"{result['model']}: [bold]{result['verdict']}[/] ({result['n_current']} requests vs {result['n_reference']} training rows)")
     for check in result["checks"]:
         console.print(f"  {'DRIFT' if check['drift'] else 'ok   '} {check['name']}: {check['detail']}")
@@ -87,9 +92,10 @@ def monitor_alerts(config: Annotated[Path, typer.Argument(help="Pipeline YAML wi
     from tuneloop.artifacts import tuneloop_home
     from tuneloop.monitor import checks
 
-    cfg, store, _ = _monitor_setup(config, registry, None)
-    drift_result = checks.drift(store, drift_model, cfg.monitor.drift, log=log) if drift_model else None
-    result = checks.check_alerts(store, cfg.monitor, alert_log or tuneloop_home() / "alerts.jsonl", log=log, drift_result=drift_result)
+    cfg, traffic, versions, _ = _monitor_setup(config, registry, None)
+    drift_result = checks.drift(traffic, versions, drift_model, cfg.monitor.drift, log=log) if drift_model else None
+    result = checks.check_alerts(traffic, versions, cfg.monitor, alert_log or tuneloop_home() / "alerts.jsonl", log=log,
+                                 drift_result=drift_result)
     for r in result["results"]:
         value = "-" if r["value"] is None else f"{r['value']:.4g}"
         console.print(f"  {'[red]FIRED[/]' if r['fired'] else 'ok   '} {r['rule']} (now {value})")
@@ -108,8 +114,8 @@ def monitor_export_feedback(out: Annotated[Path, typer.Option("--out", help="JSO
     """Corrected and approved responses as a chat data set (PII-redacted) for the next round."""
     from tuneloop.monitor.feedback import export_feedback
 
-    cfg, store, start = _monitor_setup(config, registry, since)
-    result = export_feedback(store, out, since=start, min_score=cfg.loop.min_score if min_score is None else min_score, pii=cfg.data.pii)
+    cfg, traffic, _, start = _monitor_setup(config, registry, since)
+    result = export_feedback(traffic, out, since=start, min_score=cfg.loop.min_score if min_score is None else min_score, pii=cfg.data.pii)
     console.print(f"{result['rows']} rows ({result['corrected']} corrected, {result['approved']} approved) -> {out}; "
                   f"skipped {result['skipped'] or 'none'}; PII redacted {result['pii_redacted'] or 'none'}")
     _emit(result, as_json)

@@ -26,19 +26,27 @@ def run_cmd(
 ) -> None:
     """Run the whole pipeline: data -> train -> eval -> register."""
     result, _ = _run_pipeline(config, out, max_steps, limit)
-    from tuneloop.pipeline import serve_hint
+    from tuneloop.pipelines.run import serve_hint
 
     console.print(serve_hint(result["model"]))
     _emit(result, as_json)
 
 
-def _run_pipeline(config: Path, out: Path | None, max_steps: int | None, limit: int | None) -> tuple[dict, PipelineConfig]:
+def _run_pipeline(config: Path, out: Path | None, max_steps: int | None, limit: int | None,
+                  traffic: bool | None = None) -> tuple[dict, PipelineConfig]:
+    """`traffic`: None runs the `run` pipeline; True/False the demo, with or without its traffic burst."""
     overrides = {k: v for k, v in {"train.max_steps": max_steps, "eval.limit": limit}.items() if v is not None}
     cfg = load_config(config, overrides)  # before the heavy imports: a config mistake is reported at once
-    from tuneloop.pipeline import run_pipeline
-
+    run_dir = out or new_run_dir(Path("runs"), cfg.name)
     _quiet_libraries()
-    result = run_pipeline(cfg, out or new_run_dir(Path("runs"), cfg.name))
+    if traffic is None:
+        from tuneloop.pipelines.run import run_pipeline
+
+        result = run_pipeline(cfg, run_dir)
+    else:
+        from tuneloop.pipelines.demo import run_demo
+
+        result = run_demo(cfg, run_dir, traffic)
     verdict = "[green]objective met" if result["objective_passed"] else "[red]objective NOT met"
     console.print(f"{verdict}[/] in {result['wall_s']:.0f} s; run directory {result['run_dir']}")
     return result, cfg
@@ -47,7 +55,7 @@ def _run_pipeline(config: Path, out: Path | None, max_steps: int | None, limit: 
 def loop_cmd(config: Annotated[Path, typer.Argument(help="Pipeline YAML.")], out: Out = None, as_json: Json = False) -> None:
     """One round of the loop: feedback + data -> train -> evaluate against production -> register -> promote if better."""
     cfg = load_config(config)
-    from tuneloop.loop import run_loop
+    from tuneloop.pipelines.loop import run_loop
 
     _quiet_libraries()
     result = run_loop(cfg, out or new_run_dir(Path("runs"), f"{cfg.name}-loop"))
@@ -64,19 +72,12 @@ def demo_cmd(out: Out = None, max_steps: Annotated[Optional[int], typer.Option(h
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything the demo needs ships with the install
     if not DEMO_CONFIG.is_file():
         raise TuneloopError(f"{DEMO_CONFIG}: demo config not found; run the demo from a tuneloop checkout")
-    result, cfg = _run_pipeline(DEMO_CONFIG, out, max_steps, limit)
-    if traffic:
-        from tuneloop.monitor.simulate import traffic_burst
-        from tuneloop.registry.store import Registry
-
-        console.rule("[bold]then: serve it and watch simulated traffic")
-        run_dir = Path(result["run_dir"])
-        burst = traffic_burst(Registry(cfg.registry.url), cfg.model.name, result["model"], run_dir / "data", run_dir / "monitor",
-                              max_tokens=cfg.eval.max_new_tokens)
+    result, _ = _run_pipeline(DEMO_CONFIG, out, max_steps, limit, traffic=traffic)
+    burst = result.pop("traffic", None)
+    if burst:
         console.print(_summary_table(burst["summary"]))
         console.print(f"HTTP statuses {burst['statuses']}; monitoring report -> {burst['files'][-1]}")
-        result["monitoring"] = burst["summary"]["overall"]
-    from tuneloop.pipeline import serve_hint
+    from tuneloop.pipelines.run import serve_hint
 
     console.print(serve_hint(result["model"]))
     _emit(result, as_json)

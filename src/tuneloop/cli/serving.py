@@ -35,7 +35,7 @@ def serve_cmd(
     import uvicorn
 
     from tuneloop.serve.handler import Limits
-    from tuneloop.serve.server import ServeOptions, build_app
+    from tuneloop.server import ServeOptions, build_app
 
     _quiet_libraries()
     options = ServeOptions(models=model or [], base=base, registry=registry, routes=routes, api_keys=api_key or _env_keys(),

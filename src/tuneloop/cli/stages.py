@@ -92,7 +92,7 @@ def eval_cmd(
 
     `tuneloop eval CONFIG ...` is short for `tuneloop eval run CONFIG ...`."""
     from tuneloop.eval.evaluate import evaluate
-    from tuneloop.pipeline import metrics_table
+    from tuneloop.eval.table import metrics_table
 
     _quiet_libraries()
     cfg = load_config(config)

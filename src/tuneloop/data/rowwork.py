@@ -22,7 +22,7 @@ from tuneloop.data.checks import AnswerChecker, LengthChecker
 from tuneloop.data.clean import Cleaner
 from tuneloop.data.dedup import NearDuplicateIndex, exact_key
 from tuneloop.data.forms import canonicalise, texts
-from tuneloop.data.pii import Redactor
+from tuneloop.pii import Redactor
 from tuneloop.data.readers import RawRow
 
 NUM_PERM = 128

@@ -14,22 +14,23 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
 from tuneloop.errors import TuneloopError
-from tuneloop.jobs.spec import JobRequest, validate_upload
+from tuneloop.http import error
+from tuneloop.jobs.spec import JobRequest
+from tuneloop.jobs.stages import Stages
 from tuneloop.jobs.store import FINAL, JobStore, NotFound
 from tuneloop.models import resolve_model
-from tuneloop.serve.handler import error
 
 PURPOSES = ("fine-tune", "batch", "assistants", "user_data", "evals")
 
 
-def jobs_router(store: JobStore) -> APIRouter:
+def jobs_router(store: JobStore, stages: Stages) -> APIRouter:
     router = APIRouter()
-    _file_routes(router, store)
+    _file_routes(router, store, stages)
     _job_routes(router, store)
     return router
 
 
-def _file_routes(router: APIRouter, store: JobStore) -> None:
+def _file_routes(router: APIRouter, store: JobStore, stages: Stages) -> None:
     @router.post("/v1/files")
     async def upload(file: UploadFile = File(...), purpose: str = Form(...)):
         if purpose not in PURPOSES:
@@ -41,8 +42,8 @@ def _file_routes(router: APIRouter, store: JobStore) -> None:
         def store_checked() -> dict:
             stored = store.add_file(file.filename or "upload.jsonl", purpose, content, "processed", None)
             if purpose == "fine-tune":
-                status, details = validate_upload(Path(store.file(stored["id"])["path"]))
-                store.set_file_status(stored["id"], status, details)
+                details = stages.check_file(Path(store.file(stored["id"])["path"]))
+                store.set_file_status(stored["id"], "error" if details else "processed", details)
             return store.file(stored["id"])
 
         stored = await run_in_threadpool(store_checked)

@@ -1,4 +1,4 @@
-"""From an OpenAI fine-tuning request to tuneloop's own configuration, and the upload check on files.
+"""From an OpenAI fine-tuning request to tuneloop's own configuration.
 
 `hyperparameters` values may be "auto": n_epochs 3, batch_size 8, learning_rate_multiplier 1 (times
 tuneloop's default learning rate for the method). `method` is `supervised` (SFT) or `dpo` (with
@@ -12,12 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuneloop.config import DataConfig, DedupConfig, DpoConfig, ModelConfig, PiiConfig, PipelineConfig, TaskConfig, TrainConfig
-from tuneloop.data.readers import read_rows
-from tuneloop.data.rowwork import RowProcessor
+from tuneloop.config import DataConfig, DpoConfig, ModelConfig, PipelineConfig, TrainConfig
 
 AUTO = {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 1.0}
-MAX_REPORTED = 20
 
 
 class Hyperparameters(BaseModel):
@@ -84,21 +81,3 @@ def pipeline_for(job: dict, training: Path, has_validation: bool) -> PipelineCon
     )
     data = DataConfig(inputs=[training], val_ratio=0.0 if has_validation else 0.1, test_ratio=0.0, seed=job["seed"])
     return PipelineConfig(name=job["id"], model=ModelConfig(name=job["model"]), data=data, train=train)
-
-
-def validate_upload(path: Path) -> tuple[str, str | None]:
-    """("processed", None), or ("error", a report naming each bad line) — the data stage's row checks."""
-    check = RowProcessor(DataConfig(pii=PiiConfig(enabled=False), dedup=DedupConfig(exact=False, near=False)), TaskConfig(), None)
-    problems, rows = [], 0
-    for raw in read_rows(path):
-        rows += 1
-        outcome = check(raw)
-        if outcome.rejection:
-            r = outcome.rejection
-            problems.append(f"line {r['line']}: {r['reason']}" + (f" ({r['field']})" if r.get("field") else ""))
-    if not rows:
-        return "error", f"{path.name}: no rows; expected JSONL with one training example per line"
-    if problems:
-        shown = "; ".join(problems[:MAX_REPORTED]) + (f"; ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else "")
-        return "error", f"{len(problems)} of {rows} rows are invalid: {shown}"
-    return "processed", None

@@ -1,4 +1,4 @@
-"""Files and fine-tuning jobs in the registry database, returned in the OpenAI API's object shapes.
+"""Files and fine-tuning jobs in tuneloop's database (tables.py), returned in the OpenAI API's object shapes.
 
 The database is the queue: a job is claimed by an atomic `UPDATE ... WHERE status = 'queued'`, so two
 workers never take the same job, and queued jobs survive a restart.
@@ -15,8 +15,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tuneloop.artifacts import tuneloop_home
+from tuneloop.db import Database
+from tuneloop.db.base import as_utc, utcnow
 from tuneloop.errors import TuneloopError
-from tuneloop.registry.tables import FineTuningJob, JobCheckpoint, JobEvent, StoredFile, as_utc, utcnow
+from tuneloop.jobs.tables import FineTuningJob, JobCheckpoint, JobEvent, StoredFile
 
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -34,8 +36,9 @@ def _ts(value: dt.datetime | None) -> int | None:
 
 
 class JobStore:
-    def __init__(self, registry, root: Path | None = None):
-        self.registry, self.engine = registry, registry.engine
+    def __init__(self, database: Database | str | None = None, root: Path | None = None):
+        self.database = Database.of(database)
+        self.engine = self.database.engine
         self.root = root or tuneloop_home()
 
     # --- files -----------------------------------------------------------------------------------

@@ -26,20 +26,19 @@ from pathlib import Path
 import yaml
 
 from tuneloop.artifacts import read_jsonl
-from tuneloop.config import DataConfig, TaskConfig
-from tuneloop.data.prepare import prepare
+from tuneloop.config import DataConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.jobs.spec import pipeline_for
+from tuneloop.jobs.stages import Stages
 from tuneloop.jobs.store import JobStore
-from tuneloop.registry.lineage import register_run
 
 POLL_S = 0.5
 STALE_S = 600  # a running job on another host with no event for this long is taken as abandoned
 
 
 class Worker:
-    def __init__(self, store: JobStore, *, launcher: str | None = None, poll_s: float = POLL_S):
-        self.store, self.poll_s = store, poll_s
+    def __init__(self, store: JobStore, stages: Stages, *, launcher: str | None = None, poll_s: float = POLL_S):
+        self.store, self.stages, self.poll_s = store, stages, poll_s
         # e.g. "accelerate launch --num_processes 4": the training command is appended to it.
         self.launcher = shlex.split(launcher) if launcher else None
         self.name = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
@@ -116,9 +115,9 @@ class Worker:
         cfg = pipeline_for(job, training, validation is not None)
         data = run / "data"
         if not (data / "train.jsonl").is_file():
-            prepare([training], data, cfg.data, TaskConfig(), cfg.model)
+            self.stages.prepare([training], data, cfg.data, cfg.model)
             if validation is not None:
-                prepare([validation], run / "validation", DataConfig(val_ratio=0, test_ratio=0), TaskConfig(), cfg.model)
+                self.stages.prepare([validation], run / "validation", DataConfig(val_ratio=0, test_ratio=0), cfg.model)
                 (data / "val.jsonl").write_bytes((run / "validation" / "train.jsonl").read_bytes())
         rows = len(read_jsonl(data / "train.jsonl"))
         steps_per_epoch = max(1, math.ceil(rows / cfg.train.batch_size))
@@ -182,7 +181,7 @@ class Worker:
         per_epoch = manifest["summary"].get("tokens_per_epoch")
         tokens = int(per_epoch * job["hyperparameters"]["n_epochs"]) if per_epoch else None
         name = _registry_name(job)
-        version = register_run(self.store.registry, name, train_dir, note=f"fine-tuning job {job['id']}")
+        version = self.stages.register(name, train_dir, note=f"fine-tuning job {job['id']}")
         self.store.set_status(job["id"], "succeeded", only_from=("running",), fine_tuned_model=_model_name(job),
                               registry_ref=version["ref"], trained_tokens=tokens)
         self.store.add_event(job["id"], f"New fine-tuned model created: {_model_name(job)} (registry {version['ref']})")

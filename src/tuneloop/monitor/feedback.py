@@ -2,7 +2,7 @@
 
 A correction wins over the logged response; a response rated "up" (or scored at least `min_score`)
 is kept as it was; anything else (rated down without a correction, no logged request) is counted
-and skipped. Every text is PII-redacted with the data stage's redactor before it is written, and
+and skipped. Every text is PII-redacted (tuneloop.pii, as the data stage does) before it is written, and
 the data stage validates and deduplicates the file again when the next round prepares it.
 """
 
@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.config import PiiConfig
-from tuneloop.data.pii import PII_TYPES, Redactor
+from tuneloop.monitor.sources import Traffic
+from tuneloop.pii import PII_TYPES, Redactor
 
 
 def feedback_rows(feedback: list[dict[str, Any]], min_score: float = 0.8) -> tuple[list[dict], Counter]:
@@ -46,10 +47,10 @@ def feedback_rows(feedback: list[dict[str, Any]], min_score: float = 0.8) -> tup
     return rows[::-1], skipped
 
 
-def export_feedback(registry, out: Path, *, since: dt.datetime | None = None, min_score: float = 0.8,
+def export_feedback(traffic: Traffic, out: Path, *, since: dt.datetime | None = None, min_score: float = 0.8,
                     pii: PiiConfig | None = None) -> dict[str, Any]:
     """Write the feedback data set to `out` (JSONL); returns counts."""
-    rows, skipped = feedback_rows(registry.feedback(since), min_score)
+    rows, skipped = feedback_rows(traffic.feedback(since), min_score)
     pii = pii or PiiConfig()
     redacted = Counter()
     if pii.enabled:

@@ -21,12 +21,12 @@ from typing import Any, Callable, Iterable
 import jsonschema
 import numpy as np
 
-# Reused so that online scores mean exactly what the evaluation stage's scores mean.
 from tuneloop.artifacts import jsonl_objects
-from tuneloop.eval.metrics.behaviour import REFUSAL
-from tuneloop.registry.requestlog import to_utc
-from tuneloop.eval.metrics.structure import parse_object
+from tuneloop.db.base import to_utc
 from tuneloop.errors import TuneloopError
+# Shared with the evaluation stage, so that online scores mean exactly what offline scores mean.
+from tuneloop.metrics.behaviour import REFUSAL
+from tuneloop.metrics.structure import parse_object
 
 TaskFor = Callable[[str], dict | None]
 QUALITY = ("json_valid", "schema_valid", "empty", "refusal", "length_chars")

@@ -1,4 +1,4 @@
-"""Where the monitor's inputs come from: the request log (registry database or JSONL file), each served
+"""Where the monitor's inputs come from: the request log (the database or a JSONL file), each served
 version's task (for online quality scores), and the training data a version was trained on (for drift)."""
 
 from __future__ import annotations
@@ -7,26 +7,40 @@ import datetime as dt
 import functools
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from tuneloop.artifacts import read_jsonl, read_manifest
 from tuneloop.errors import TuneloopError
-from tuneloop.eval.metrics.structure import parse_object
+from tuneloop.metrics.structure import parse_object
 from tuneloop.models import last_text
 from tuneloop.monitor.logstats import read_log, records_since
 
 
-def load_records(registry, log: Path | None, since: dt.datetime | None) -> list[dict[str, Any]]:
-    return records_since(read_log(log), since) if log else registry.requests(since=since)
+class Traffic(Protocol):
+    """The request log and its feedback (tuneloop.db.requestlog.RequestStore is one)."""
+
+    def requests(self, since: dt.datetime | None = None) -> list[dict[str, Any]]: ...
+
+    def feedback(self, since: dt.datetime | None = None) -> list[dict[str, Any]]: ...
 
 
-def task_lookup(registry) -> Callable[[str], dict | None]:
+class Versions(Protocol):
+    """Registered versions by reference (tuneloop.registry.Registry is one): `resolve(ref) -> version dict`."""
+
+    def resolve(self, ref: str) -> dict[str, Any]: ...
+
+
+def load_records(traffic: Traffic, log: Path | None, since: dt.datetime | None) -> list[dict[str, Any]]:
+    return records_since(read_log(log), since) if log else traffic.requests(since=since)
+
+
+def task_lookup(versions: Versions) -> Callable[[str], dict | None]:
     """model name in the log -> the task it was trained for (None for the bare base model)."""
 
     @functools.cache
     def task_for(model: str) -> dict | None:
         try:
-            return registry.resolve(model).get("task") or None
+            return versions.resolve(model).get("task") or None
         except TuneloopError:
             return None
 

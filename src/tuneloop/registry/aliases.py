@@ -19,14 +19,12 @@ from typing import Any, NamedTuple
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from tuneloop.db import Raced
+from tuneloop.db.base import utcnow
 from tuneloop.errors import TuneloopError
-from tuneloop.registry.tables import Alias, AliasEvent, ModelVersion, utcnow
+from tuneloop.registry.tables import Alias, AliasEvent, ModelVersion
 
 ALIAS_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,100}")
-
-
-class Raced(Exception):
-    """Another writer changed what this transaction read before it could write: retry it."""
 
 
 class Current(NamedTuple):

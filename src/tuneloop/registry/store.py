@@ -1,8 +1,8 @@
 """SQLAlchemy-backed model registry: immutable numbered versions per model name, aliases, lineage.
 
-SQLite is the embedded default; any SQLAlchemy URL (e.g. PostgreSQL) works unchanged. The schema is
-kept by alembic migrations (migrate.py). A reference is `name` (latest version), `name:3`, or
-`name@alias`.
+It lives in tuneloop's database (`tuneloop.db`: SQLite by default, any SQLAlchemy URL works unchanged,
+schema kept by alembic). It indexes artifacts (train run folders); it does not own them. A reference
+is `name` (latest version), `name:3`, or `name@alias`.
 
 Every write is one transaction, retried when another writer wins a race: version numbers are
 allocated inside the inserting transaction and guarded by a unique constraint; aliases are moved
@@ -12,36 +12,22 @@ entry. Deleted versions stay as tombstones, so a number is never reused (tables.
 
 from __future__ import annotations
 
-import datetime as dt
-import random
 import re
-import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import create_engine, func, insert, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from tuneloop.artifacts import tuneloop_home
+from tuneloop.db import Database, Raced
+from tuneloop.db.base import utcnow
 from tuneloop.errors import TuneloopError
 from tuneloop.registry import aliases as alias_ops
-from tuneloop.registry import migrate, requestlog
-from tuneloop.registry.tables import Alias, AliasEvent, Feedback, ModelVersion, RequestRecord, utcnow
+from tuneloop.registry.tables import Alias, AliasEvent, ModelVersion
 
-__all__ = ["ModelVersion", "Registry", "default_url", "parse_ref"]
-
-T = TypeVar("T")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # as RegistryConfig.name; never ':' or '@'
 _LIVE = ModelVersion.deleted_at.is_(None)
-
-
-def default_url() -> str:
-    home = tuneloop_home()
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'registry.db'}"
 
 
 def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
@@ -57,17 +43,10 @@ def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
 
 
 class Registry:
-    def __init__(self, url: str | None = None):
-        self.url = url or default_url()
-        # A generous SQLite busy timeout: concurrent writers wait for the lock instead of failing.
-        connect_args = {"timeout": 30} if self.url.startswith("sqlite") else {}
-        try:
-            self.engine = create_engine(self.url, connect_args=connect_args)
-            migrate.upgrade(self.engine)
-        except TuneloopError:
-            raise
-        except Exception as err:  # bad URL, unreachable server, unwritable file
-            raise TuneloopError(f"registry {self.url}: cannot open ({err.__class__.__name__}: {err})") from None
+    def __init__(self, database: Database | str | None = None):
+        """`database`: a SQLAlchemy URL (None: sqlite under TUNELOOP_HOME) or an open Database."""
+        self.database = Database.of(database)
+        self.url, self.engine = self.database.url, self.database.engine
 
     # --- versions --------------------------------------------------------------------------------
     def register(self, name: str, artifact_path: Path, base_model: str, method: str, *, data_hash: str | None = None,
@@ -90,7 +69,7 @@ class Registry:
             session.flush()  # IntegrityError if another writer took this number: retried with the next
             return row.to_dict()
 
-        return self._write(f"allocate a version for '{name}'", add)
+        return self.database.write(f"allocate a version for '{name}'", add)
 
     def resolve(self, ref: str) -> dict[str, Any]:
         """The version `ref` names now: `name` (latest), `name:3` or `name@alias`; a dict with its `aliases`."""
@@ -155,7 +134,7 @@ class Registry:
             marked = session.execute(update(ModelVersion).where(ModelVersion.id.in_(list(targets)), _LIVE)
                                      .values(deleted_at=utcnow()).execution_options(synchronize_session=False))
             if marked.rowcount != len(targets):
-                raise alias_ops.Raced  # someone else deleted some of them meanwhile
+                raise Raced  # someone else deleted some of them meanwhile
             # Read after the write above, so an alias set concurrently is seen (or waits for us).
             doomed = session.execute(select(Alias.alias, Alias.version, Alias.event_id)
                                      .where(Alias.name == name, Alias.version.in_(list(targets.values())))).all()
@@ -169,7 +148,7 @@ class Registry:
             return {"deleted": [f"{name}:{v}" for v in sorted(targets.values())],
                     "aliases_removed": [f"{name}@{a.alias}" for a in doomed]}
 
-        return self._write(f"delete '{ref}'", tombstone)
+        return self.database.write(f"delete '{ref}'", tombstone)
 
     # --- aliases ---------------------------------------------------------------------------------
     def set_alias(self, name: str, alias: str, version: int, *, actor: str | None = None, reason: str = "") -> dict[str, Any]:
@@ -181,12 +160,12 @@ class Registry:
             alias_ops.require_live_version(session, name, version, f"set {name}@{alias}")
             return event
 
-        return self._write(f"set alias {name}@{alias}", point)
+        return self.database.write(f"set alias {name}@{alias}", point)
 
     def rollback(self, name: str, alias: str, *, actor: str | None = None, reason: str = "") -> dict[str, Any]:
         """Move `name@alias` back to the version it pointed at before its current one; returns the event."""
         alias_ops.check_alias_name(alias)
-        return self._write(f"roll back {name}@{alias}", lambda s: alias_ops.rollback(s, name, alias, actor, reason))
+        return self.database.write(f"roll back {name}@{alias}", lambda s: alias_ops.rollback(s, name, alias, actor, reason))
 
     def remove_alias(self, name: str, alias: str, *, actor: str | None = None, reason: str = "") -> dict[str, Any]:
         """Remove `name@alias` (its versions stay); returns the logged event."""
@@ -199,7 +178,7 @@ class Registry:
                 raise alias_ops.unknown_alias(session, name, alias)
             return alias_ops.move(session, name, alias, now, None, "delete", actor, reason)
 
-        return self._write(f"remove alias {name}@{alias}", remove)
+        return self.database.write(f"remove alias {name}@{alias}", remove)
 
     def aliases(self, name: str | None = None) -> list[dict[str, Any]]:
         with Session(self.engine) as session:
@@ -216,78 +195,7 @@ class Registry:
                 self._require_model(session, name, name)
             return events
 
-    # --- request log (written by the serving stage) ----------------------------------------------
-    def log_requests(self, records: list[dict[str, Any]]) -> None:
-        """Insert served-request records (keys: the request_log columns) in one transaction."""
-        rows = requestlog.rows(records)
-        if not rows:
-            return
-        try:
-            self._write("log requests", lambda s: s.execute(insert(RequestRecord), rows), retry_on=(OperationalError,))
-        except IntegrityError:
-            ids = [row["id"] for row in rows]
-            raise TuneloopError(f"request log: a request id in this batch is already logged (ids: {ids[:5]}"
-                                f"{'...' if len(ids) > 5 else ''}); request ids must be unique") from None
-
-    def requests(self, since: dt.datetime | None = None, model: str | None = None,
-                 limit: int | None = None) -> list[dict[str, Any]]:
-        """Logged requests, oldest first; `since` is inclusive; `limit` keeps the most recent ones."""
-        query = select(RequestRecord)
-        if since is not None:
-            query = query.where(RequestRecord.created_at >= requestlog.to_utc(since, "since"))
-        if model is not None:
-            query = query.where(RequestRecord.model == model)
-        query = query.order_by(RequestRecord.created_at.desc(), RequestRecord.id.desc())  # newest first ...
-        if limit is not None:
-            query = query.limit(limit)
-        with Session(self.engine) as session:
-            return [row.to_dict() for row in reversed(session.scalars(query).all())]  # ... returned oldest first
-
-    def request(self, request_id: str) -> dict[str, Any] | None:
-        with Session(self.engine) as session:
-            row = session.get(RequestRecord, request_id)
-            return row.to_dict() if row else None
-
-    # --- feedback on served responses ------------------------------------------------------------
-    def add_feedback(self, request_id: str, *, rating: str | None = None, score: float | None = None,
-                     corrected: str | None = None, comment: str | None = None) -> dict[str, Any]:
-        def add(session: Session) -> dict[str, Any]:
-            row = Feedback(request_id=request_id, rating=rating, score=score, corrected=corrected, comment=comment,
-                           created_at=utcnow())
-            session.add(row)
-            session.flush()
-            return row.to_dict()
-
-        return self._write("add feedback", add)
-
-    def feedback(self, since: dt.datetime | None = None) -> list[dict[str, Any]]:
-        """Feedback oldest first, each with the logged `request` it judges (None if that was never logged)."""
-        query = select(Feedback, RequestRecord).outerjoin(RequestRecord, RequestRecord.id == Feedback.request_id)
-        if since is not None:
-            query = query.where(Feedback.created_at >= requestlog.to_utc(since, "since"))
-        with Session(self.engine) as session:
-            return [fb.to_dict() | {"request": req.to_dict() if req else None}
-                    for fb, req in session.execute(query.order_by(Feedback.id))]
-
     # --- helpers ---------------------------------------------------------------------------------
-    def _write(self, what: str, work: Callable[[Session], T],
-               retry_on: tuple[type[Exception], ...] = (IntegrityError, OperationalError, alias_ops.Raced)) -> T:
-        """Run `work` in a transaction and commit; start over when another writer won a race."""
-        last: Exception | None = None
-        for attempt in range(20):
-            with Session(self.engine) as session:
-                try:
-                    result = work(session)
-                    session.commit()
-                    return result
-                except retry_on as err:  # TuneloopError and anything else propagate (and roll back)
-                    session.rollback()
-                    last = err
-            time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # jitter, so racers stop colliding
-        detail = str(last).splitlines()[0] if str(last) else ""
-        raise TuneloopError(f"registry {self.url}: could not {what}: other writers kept winning "
-                            f"({last.__class__.__name__} {detail}); try again")
-
     def _alias_rows(self, session: Session, name: str | None) -> list[Alias]:
         query = select(Alias).order_by(Alias.name, Alias.alias)
         return list(session.scalars(query.where(Alias.name == name) if name else query))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import time
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -18,9 +19,11 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
+from tuneloop.db.requestlog import RequestStore
 from tuneloop.errors import TuneloopError
 from tuneloop.serve.catalog import Catalog, ModelNotFound
-from tuneloop.serve.handler import Generate, Limits, error
+from tuneloop.http import error
+from tuneloop.serve.handler import Generate, Limits
 from tuneloop.serve.routing import Route
 from tuneloop.serve.schemas import ChatRequest, CompletionRequest, FeedbackRequest
 from tuneloop.serve.telemetry import Metrics, RequestLog
@@ -30,18 +33,28 @@ class ModelRef(BaseModel):
     model: str
 
 
+class Background(Protocol):
+    """Work that runs beside the server (e.g. the fine-tuning jobs worker): started and stopped with it."""
+
+    def start(self) -> object: ...
+
+    def stop(self) -> None: ...
+
+
 def create_app(catalog: Catalog, *, api_keys: list[str] | None = None, limits: Limits | None = None,
-               request_log: RequestLog | None = None, worker=None) -> FastAPI:
-    """`worker`: a jobs.worker.Worker to run fine-tuning jobs beside the server (its API comes with catalog.jobs)."""
+               request_log: RequestLog | None = None, feedback: RequestStore | None = None,
+               routers: list[APIRouter] = (), background: list[Background] = ()) -> FastAPI:
+    """The serving app. `feedback`: where POST /v1/feedback stores judgements (None: the route answers 501).
+    `routers`: more routes behind the same keys (the jobs API); `background`: started and stopped with the app."""
     metrics, limits = Metrics(), limits or Limits()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if worker is not None:
-            worker.start()
+        for work in background:
+            work.start()
         yield
-        if worker is not None:
-            await run_in_threadpool(worker.stop)
+        for work in background:
+            await run_in_threadpool(work.stop)
         await run_in_threadpool(catalog.close)  # requests in flight are done by now; finish the queues
         if request_log is not None:
             request_log.close()
@@ -86,22 +99,19 @@ def create_app(catalog: Catalog, *, api_keys: list[str] | None = None, limits: L
         return await complete(body)
 
     @app.post("/v1/feedback")
-    def feedback(body: FeedbackRequest):
-        registry = catalog.registry
-        if registry is None:
-            return error(501, "feedback needs a registry database; start the server with --registry")
+    def add_feedback(body: FeedbackRequest):
+        if feedback is None:
+            return error(501, "feedback needs a database; start the server with --registry")
         if request_log is not None:
             request_log.flush()
-        if request_log is not None and request_log.registry is not None and registry.request(body.request_id) is None:
+        if request_log is not None and request_log.store is not None and feedback.request(body.request_id) is None:
             return error(404, f"no logged request with id '{body.request_id}' (the id of a completion this server returned)")
-        stored = registry.add_feedback(body.request_id, rating=body.rating, score=body.score, corrected=body.corrected,
+        stored = feedback.add_feedback(body.request_id, rating=body.rating, score=body.score, corrected=body.corrected,
                                        comment=body.comment)
         return {"object": "feedback", **stored}
 
-    if catalog.jobs is not None:
-        from tuneloop.jobs.api import jobs_router
-
-        app.include_router(jobs_router(catalog.jobs))
+    for router in routers:
+        app.include_router(router)
     app.include_router(_admin_router(catalog))
     return app
 

@@ -18,7 +18,7 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tuneloop.artifacts import read_manifest
 from tuneloop.errors import TuneloopError
@@ -32,6 +32,24 @@ class ModelNotFound(TuneloopError):
     pass
 
 
+class Versions(Protocol):
+    """The registry, as serving reads it (tuneloop.registry.Registry is one; the server process passes it in)."""
+
+    def resolve(self, ref: str) -> dict[str, Any]: ...
+
+    def models(self) -> list[dict[str, Any]]: ...
+
+    def aliases(self, name: str | None = None) -> list[dict[str, Any]]: ...
+
+
+class JobModels(Protocol):
+    """Models made by fine-tuning jobs (tuneloop.jobs.store.JobStore is one): `ft:...` names."""
+
+    def model_for(self, name: str) -> str | Path | None: ...
+
+    def model_names(self) -> list[str]: ...
+
+
 @dataclass
 class Target:
     requested: str
@@ -43,8 +61,8 @@ class Target:
 
 
 class Catalog:
-    def __init__(self, base: str, *, registry=None, routes: Routes | None = None, folders: dict[str, Path] | None = None,
-                 jobs=None, router=None, knowledge: dict[str, Any] | None = None, knowledge_k: int = 3,
+    def __init__(self, base: str, *, registry: Versions | None = None, routes: Routes | None = None,
+                 folders: dict[str, Path] | None = None, jobs: JobModels | None = None, router=None, knowledge: dict[str, Any] | None = None, knowledge_k: int = 3,
                  engine_options: dict[str, Any] | None = None):
         self.base, self.registry, self.routes, self.jobs = base, registry, routes or Routes(), jobs
         self.router = router  # serve.router.Router: a model name that picks a route by the request's content

@@ -15,16 +15,12 @@ from typing import Any, AsyncIterator
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from tuneloop.http import error
 from tuneloop.models import render_prompt
 from tuneloop.serve.catalog import ModelNotFound, Target
 from tuneloop.serve.engine import Overloaded
 from tuneloop.serve.job import Job, Sampling
 from tuneloop.serve.schemas import ChatRequest, CompletionRequest
-
-
-def error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
-          headers: dict[str, str] | None = None, param: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status, headers=headers)
 
 
 @dataclass

@@ -15,6 +15,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from tuneloop.db.requestlog import RequestStore
+
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -53,10 +55,10 @@ class Metrics:
 
 
 class RequestLog:
-    """Writes request records to `registry.log_requests` or appends them to a JSONL file."""
+    """Writes request records to the database's request log (`store`) or appends them to a JSONL file."""
 
-    def __init__(self, registry=None, path: Path | None = None, flush_every: float = 0.5):
-        self.registry, self.path, self.flush_every = registry, path, flush_every
+    def __init__(self, store: RequestStore | None = None, path: Path | None = None, flush_every: float = 0.5):
+        self.store, self.path, self.flush_every = store, path, flush_every
         self._queue: queue.Queue[dict | threading.Event | None] = queue.Queue()  # None: stop
         self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
         self._thread.start()
@@ -97,7 +99,7 @@ class RequestLog:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 with self.path.open("a") as sink:
                     sink.writelines(json.dumps(r, default=str) + "\n" for r in records)
-            elif self.registry is not None:
-                self.registry.log_requests(records)
+            elif self.store is not None:
+                self.store.log_requests(records)
         except Exception as err:  # logging must never take the server down; say so and go on
             print(f"tuneloop: could not write {len(records)} request log records: {err}", flush=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tuneloop.eval.metrics import Context, sample_metric
+from tuneloop.metrics import Context, sample_metric
 
 # Openings of the usual refusals and disclaimers of instruction-tuned models.
 REFUSAL = re.compile(

@@ -1,4 +1,5 @@
-"""PII redaction for training data: personal data becomes a placeholder before anything else sees it.
+"""PII detection and redaction, shared by every stage that writes text a person may have typed (the data
+stage's rows, the monitor's feedback export): personal data becomes a placeholder before anything else sees it.
 
 Covered, each by a pattern plus a checksum or parser where one exists: email addresses; phone
 numbers (international and national formats, 7-15 digits); credit-card numbers (Luhn-checked);

@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 from tests.conftest import ticket_rows, write_jsonl
 from tuneloop.cli import app
 from tuneloop.config import ObjectiveConfig, load_config
-from tuneloop.loop import decide, run_loop
-from tuneloop.pipeline import run_pipeline
+from tuneloop.db.requestlog import RequestStore
+from tuneloop.pipelines.loop import decide, run_loop
+from tuneloop.pipelines.run import run_pipeline
 from tuneloop.registry.store import Registry
 
 LOOP_PIPELINE = """
@@ -59,9 +60,9 @@ def test_a_better_round_is_promoted_and_a_worse_one_refused(tmp_path, tiny_model
     registry.set_alias("triage", "production", 1, reason="first deploy")
     assert not first["objective_passed"]
     # A user corrected one of its answers through the feedback API.
-    registry.log_requests([{"id": "chatcmpl-1", "model": "triage:1", "status": 200, "latency_ms": 5.0, "response": "{",
+    RequestStore(registry.database).log_requests([{"id": "chatcmpl-1", "model": "triage:1", "status": 200, "latency_ms": 5.0, "response": "{",
                             "request": {"messages": [{"role": "user", "content": "Ticket 999: a billing problem (low) with lamp."}]}}])
-    registry.add_feedback("chatcmpl-1", rating="down", corrected='{"category": "billing"}')
+    RequestStore(registry.database).add_feedback("chatcmpl-1", rating="down", corrected='{"category": "billing"}')
 
     better = run_loop(config(tmp_path, tiny_model_dir, "good.jsonl", 8), tmp_path / "round1")
     assert better["promoted"], better["reasons"]

@@ -1,4 +1,5 @@
-"""Evaluation metrics: a registry that each module of this package adds to; a new metric is one file.
+"""Metrics shared by the evaluation stage (scores on the test split) and the monitor (reference-free scores
+on served traffic), so a number means the same in both: a registry each module of this package adds to.
 
 Two kinds, by how a system's score and its bootstrap interval are computed:
 - sample metrics, `f(predictions, references, ctx) -> [{name: value}, ...]` (one dict per sample):

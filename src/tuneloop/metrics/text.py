@@ -12,7 +12,7 @@ import re
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from tuneloop.eval.metrics import Context, corpus_metric, sample_metric
+from tuneloop.metrics import Context, corpus_metric, sample_metric
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from tuneloop.eval.metrics import Context, corpus_metric
-from tuneloop.eval.metrics.structure import parse_object
+from tuneloop.metrics import Context, corpus_metric
+from tuneloop.metrics.structure import parse_object
 
 INVALID = "(invalid)"
 

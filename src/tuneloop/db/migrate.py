@@ -1,6 +1,6 @@
-"""Bring a registry database to the newest schema with alembic: quickly, and safely under concurrency.
+"""Bring tuneloop's database to the newest schema with alembic: quickly, and safely under concurrency.
 
-Opening a registry happens in every CLI command, so the common case (already at head) costs one
+Opening the database happens in every CLI command, so the common case (already at head) costs one
 query and never imports alembic. Otherwise the upgrade runs in one transaction that first takes a
 lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock), so two processes opening a fresh
 database at once migrate it once: the second waits, then finds it at head. A database created before

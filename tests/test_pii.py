@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from tuneloop.data.pii import DEFAULT_PLACEHOLDERS, PII_TYPES, Redactor
+from tuneloop.pii import DEFAULT_PLACEHOLDERS, PII_TYPES, Redactor
 
 REDACTOR = Redactor()
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"

@@ -14,6 +14,8 @@ from pathlib import Path
 from tuneloop.artifacts import read_manifest
 from tuneloop.config import ObjectiveConfig, PipelineConfig
 from tuneloop.data.prepare import prepare
+from tuneloop.db import Database
+from tuneloop.db.requestlog import RequestStore
 from tuneloop.eval.evaluate import evaluate
 from tuneloop.models import trained_weights, weights_folder
 from tuneloop.monitor.feedback import export_feedback
@@ -25,7 +27,8 @@ from tuneloop.ui import console
 
 def run_loop(cfg: PipelineConfig, run_dir: Path) -> dict:
     started = time.time()
-    registry = Registry(cfg.registry.url)
+    database = Database(cfg.registry.url)
+    registry = Registry(database)
     name = cfg.registry.name
     production = _alias(registry, name, "production")
     console.print(f"production: {production['ref'] if production else 'none yet (this round can set it)'}")
@@ -34,7 +37,7 @@ def run_loop(cfg: PipelineConfig, run_dir: Path) -> dict:
     inputs = list(cfg.data.inputs)
     feedback = None
     if cfg.loop.feedback:
-        feedback = export_feedback(registry, run_dir / "feedback.jsonl", min_score=cfg.loop.min_score, pii=cfg.data.pii)
+        feedback = export_feedback(RequestStore(database), run_dir / "feedback.jsonl", min_score=cfg.loop.min_score, pii=cfg.data.pii)
         console.print(f"{feedback['rows']} rows from feedback ({feedback['corrected']} corrected, {feedback['approved']} approved); "
                       f"skipped {feedback['skipped']}")
         if feedback["rows"]:

@@ -10,10 +10,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
+import tuneloop.db.requestlog  # noqa: F401  (each owner's tables register on the shared base)
+import tuneloop.jobs.tables  # noqa: F401
+import tuneloop.registry.tables  # noqa: F401
+from tuneloop.db import migrate
+from tuneloop.db.base import Base
 from tuneloop.errors import TuneloopError
-from tuneloop.registry import migrate
 from tuneloop.registry.store import Registry
-from tuneloop.registry.tables import Base
 
 # The table exactly as tuneloop created it before migrations existed (Base.metadata.create_all).
 OLD_SCHEMA = """

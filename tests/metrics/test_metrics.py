@@ -5,8 +5,8 @@ import pytest
 
 from tuneloop.config import ObjectiveConfig, TaskConfig
 from tuneloop.errors import TuneloopError
-from tuneloop.eval.metrics import Context, mean_scores, score_corpus, score_samples
-from tuneloop.eval.metrics.labels import confusion_tables
+from tuneloop.metrics import Context, mean_scores, score_corpus, score_samples
+from tuneloop.metrics.labels import confusion_tables
 from tuneloop.eval.scoring import check_gates
 from tuneloop.eval.stats import paired_bootstrap
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tuneloop.eval.metrics import Context, sample_metric
+from tuneloop.metrics import Context, sample_metric
 from tuneloop.models.embed import embed
 
 

@@ -1,4 +1,4 @@
-"""`tuneloop run` / `tuneloop demo`: chain the stages through their artifacts on disk.
+"""`tuneloop run`: chain the stages through their artifacts on disk.
 
 prepare data -> train -> evaluate (fine-tuned vs base on the test split) -> register. This module
 only chains stage entry points; each stage reads the previous stage's directory, never its objects.
@@ -9,12 +9,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rich.table import Table
-
 from tuneloop.config import PipelineConfig
 from tuneloop.data.prepare import prepare
 from tuneloop.errors import TuneloopError
 from tuneloop.eval.evaluate import evaluate
+from tuneloop.eval.table import metrics_table
 from tuneloop.models import resolve_model, trained_weights
 from tuneloop.registry.lineage import register_run
 from tuneloop.registry.store import Registry
@@ -63,40 +62,6 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path) -> dict:
         "wall_s": round(time.time() - started, 1),
         "run_dir": str(run_dir.resolve()),
     }
-
-
-# The headline metrics, in this order, when measured; gated metrics are always shown.
-HEADLINE = ("json_valid", "schema_valid", "exact_match", "f1_macro", "_accuracy", "rougeL", "chrf", "semantic_similarity", "refusal")
-
-
-def metrics_table(results: dict) -> Table:
-    """Every system side by side on the headline metrics, with 95% intervals and the gates."""
-    systems, intervals = results["systems"], results.get("intervals", {})
-    gates = {g["metric"]: g for g in results["gates"]}
-    gated_system = results.get("gated_system", "finetuned")
-    measured = list(next(iter(systems.values())))
-    shown = [m for pattern in HEADLINE for m in measured if (m == pattern or (pattern.startswith(("_", "f1")) and m.endswith(pattern)))]
-    shown = list(dict.fromkeys([*shown, *(g for g in gates if g in measured)]))
-    table = Table(title=f"test split, {results['n_test']} examples (95% bootstrap intervals)")
-    table.add_column("metric")
-    for system in systems:
-        table.add_column(system, justify="right")
-    table.add_column(f"gate ({gated_system})", justify="right")
-    for metric in shown:
-        gate = gates.get(metric)
-        mark = "" if gate is None else f"{gate['gate']} {'[green]pass' if gate['passed'] else '[red]fail'}"
-        table.add_row(metric, *(_cell(systems[s][metric], intervals.get(s, {}).get(metric)) for s in systems), mark)
-    for key, gate in gates.items():
-        if key not in measured:  # comparison gates such as "exact_match: finetuned - base"
-            table.add_row(key, *([""] * (len(systems) - 1)), f"{gate['value']:+.3f}", f"{gate['gate']} {'[green]pass' if gate['passed'] else '[red]fail'}")
-    return table
-
-
-def _cell(value: float, interval: list | None) -> str:
-    digits = 1 if abs(value) >= 10 else 3
-    if not interval or interval[0] != interval[0]:  # none, or nan
-        return f"{value:.{digits}f}"
-    return f"{value:.{digits}f} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
 
 
 def serve_hint(model_ref: str) -> str:

@@ -14,18 +14,21 @@ from pathlib import Path
 import httpx
 
 from tuneloop.artifacts import read_jsonl
+from tuneloop.db import Database
+from tuneloop.db.requestlog import RequestStore
 from tuneloop.monitor import checks
-from tuneloop.serve.server import ServeOptions, build_app
+from tuneloop.registry.store import Registry
+from tuneloop.server import ServeOptions, build_app
 
 
-def traffic_burst(registry, base: str, model_ref: str, data_dir: Path, out: Path, *, requests: int = 16,
+def traffic_burst(database: Database, base: str, model_ref: str, data_dir: Path, out: Path, *, requests: int = 16,
                   concurrency: int = 8, max_tokens: int = 96) -> dict:
     import uvicorn
 
     rows = read_jsonl(data_dir / "test.jsonl")[:requests]
     conversations = [[m for m in row["messages"] if m["role"] != "assistant"] for row in rows]
     started = dt.datetime.now(dt.UTC)
-    app, _ = build_app(ServeOptions(models=[model_ref], base=base, registry=registry.url, max_batch=concurrency))
+    app, _ = build_app(ServeOptions(models=[model_ref], base=base, registry=database.url, max_batch=concurrency))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -43,7 +46,7 @@ def traffic_burst(registry, base: str, model_ref: str, data_dir: Path, out: Path
     finally:
         server.should_exit = True
         thread.join(60)  # drains, then flushes the request log
-    result = checks.report(registry, out, since=started)
+    result = checks.report(RequestStore(database), Registry(database), out, since=started)
     result["statuses"] = sorted(r.status_code for r in answers + bad)
     return result
 

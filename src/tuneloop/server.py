@@ -1,16 +1,27 @@
-"""Assemble a server from command-line options: registry, base model, preloaded models, routes, request log."""
+"""The HTTP process, wired: serve's OpenAI-compatible routes, the fine-tuning jobs API and its worker, the
+registry, the request log and knowledge bases, assembled from command-line options.
+
+This is a composition above the stages: the one module that hands the registry to serving and the data
+stage and registry to the jobs worker, so that none of those stages imports another.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
 from tuneloop.artifacts import read_manifest
-from tuneloop.config import ModelConfig
+from tuneloop.config import DataConfig, ModelConfig, TaskConfig
+from tuneloop.db import Database
+from tuneloop.db.requestlog import RequestStore
+from tuneloop.jobs.api import jobs_router
 from tuneloop.jobs.store import JobStore
 from tuneloop.jobs.worker import Worker
+from tuneloop.registry.lineage import register_run
+from tuneloop.registry.store import Registry
 from tuneloop.serve.app import create_app
 from tuneloop.serve.catalog import Catalog
 from tuneloop.serve.handler import Limits
@@ -38,11 +49,10 @@ class ServeOptions:
 
 
 def build_app(options: ServeOptions) -> tuple[FastAPI, Catalog]:
-    from tuneloop.registry.store import Registry
-
-    registry = Registry(options.registry)
+    database = Database(options.registry)
+    registry, requests = Registry(database), RequestStore(database)
     folders = {_folder_name(Path(m)): Path(m) for m in options.models if Path(m).is_dir()}
-    jobs = JobStore(registry) if options.jobs else None
+    jobs = JobStore(database) if options.jobs else None
     catalog = Catalog(
         options.base or _base_of(options.models, registry) or ModelConfig().name, registry=registry,
         routes=Routes.load(options.routes) if options.routes else Routes(), folders=folders, jobs=jobs,
@@ -54,9 +64,33 @@ def build_app(options: ServeOptions) -> tuple[FastAPI, Catalog]:
         if target.adapter:
             target.engine.load_adapter(target.adapter)
     sink = None if options.request_log == "off" else (
-        RequestLog(registry=registry) if options.request_log == "registry" else RequestLog(path=Path(options.request_log)))
-    worker = Worker(jobs, launcher=options.launcher) if jobs is not None else None
-    return create_app(catalog, api_keys=options.api_keys, limits=options.limits, request_log=sink, worker=worker), catalog
+        RequestLog(store=requests) if options.request_log == "registry" else RequestLog(path=Path(options.request_log)))
+    stages = JobStages(registry)
+    routers = [jobs_router(jobs, stages)] if jobs is not None else []
+    background = [Worker(jobs, stages, launcher=options.launcher)] if jobs is not None else []
+    app = create_app(catalog, api_keys=options.api_keys, limits=options.limits, request_log=sink, feedback=requests,
+                     routers=routers, background=background)
+    return app, catalog
+
+
+class JobStages:
+    """What fine-tuning jobs need from the other stages (jobs.stages.Stages): the data stage and the registry."""
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+
+    def check_file(self, path: Path) -> str | None:
+        from tuneloop.data.file_check import check_file
+
+        return check_file(path)
+
+    def prepare(self, inputs: list[Path], out: Path, data: DataConfig, model: ModelConfig) -> None:
+        from tuneloop.data.prepare import prepare
+
+        prepare(inputs, out, data, TaskConfig(), model)
+
+    def register(self, name: str, train_dir: Path, note: str) -> dict[str, Any]:
+        return register_run(self.registry, name, train_dir, note=note)
 
 
 def _router(path: Path | None):

@@ -14,7 +14,7 @@ from typing import Any
 
 import jsonschema
 
-from tuneloop.eval.metrics import Context, sample_metric
+from tuneloop.metrics import Context, sample_metric
 
 
 def parse_object(text: str) -> dict | None:
