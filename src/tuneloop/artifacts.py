@@ -20,8 +20,8 @@ from typing import Any, Iterator
 from pydantic import BaseModel
 
 from tuneloop.errors import TuneloopError
+from tuneloop.layout import MANIFEST
 
-MANIFEST = "manifest.json"
 _LIBRARIES = ("tuneloop", "torch", "transformers", "peft", "accelerate", "tokenizers", "pydantic")
 
 

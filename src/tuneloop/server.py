@@ -20,12 +20,13 @@ from tuneloop.db.requestlog import RequestStore
 from tuneloop.jobs.api import jobs_router
 from tuneloop.jobs.store import JobStore
 from tuneloop.jobs.worker import Worker
+from tuneloop.layout import PipelineDir, TrainDir
 from tuneloop.registry.lineage import register_run
 from tuneloop.registry.store import Registry
 from tuneloop.serve.app import create_app
 from tuneloop.serve.catalog import Catalog
 from tuneloop.serve.handler import Limits
-from tuneloop.serve.routing import Routes
+from tuneloop.serve.ab_routes import Routes
 from tuneloop.serve.telemetry import RequestLog
 
 
@@ -121,5 +122,7 @@ def _base_of(models: list[str], registry) -> str | None:
 
 
 def _folder_name(path: Path) -> str:
+    """A served folder's name: a pipeline run's, for its train folder or that folder's weights."""
     path = path.resolve()
-    return path.parent.name if path.name in ("train", "adapter", "model") else path.name
+    inner = {PipelineDir(path.parent).train.root, TrainDir(path.parent).adapter, TrainDir(path.parent).model}
+    return path.parent.name if path in inner else path.name

@@ -7,8 +7,8 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from tuneloop.models import load_model
-from tuneloop.serve.kvcache import GrowingLayer, growing_cache
-from tuneloop.serve.layout import layout_for_decoding
+from tuneloop.compat import GrowingLayer, growing_cache
+from tuneloop.serve.column_major import layout_for_decoding
 
 
 def _states(rows: int, length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

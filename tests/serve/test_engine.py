@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from tuneloop.serve.engine import Engine, Overloaded
-from tuneloop.serve.job import AdapterRef, Job, Sampling
+from tuneloop.serve.generation import AdapterRef, Generation, Sampling
 
 PROMPTS = ["My parcel is late", "Refund my order please, it arrived broken and I want my money back", "hi", "Where is my invoice?"]
 
 
-def run(engine: Engine, jobs: list[Job], timeout: float = 60) -> list[Job]:
+def run(engine: Engine, jobs: list[Generation], timeout: float = 60) -> list[Generation]:
     ended = threading.Semaphore(0)
     for job in jobs:
         job.emit = lambda kind, payload: ended.release() if kind in ("done", "error") else None
@@ -25,8 +25,8 @@ def run(engine: Engine, jobs: list[Job], timeout: float = 60) -> list[Job]:
     return jobs
 
 
-def job(engine: Engine, prompt: str, max_tokens: int = 12, adapter: AdapterRef | None = None, **sampling) -> Job:
-    return Job(engine.encode(prompt), max_tokens, lambda *_: None, Sampling(**({"temperature": 0} | sampling)), adapter=adapter)
+def job(engine: Engine, prompt: str, max_tokens: int = 12, adapter: AdapterRef | None = None, **sampling) -> Generation:
+    return Generation(engine.encode(prompt), max_tokens, lambda *_: None, Sampling(**({"temperature": 0} | sampling)), adapter=adapter)
 
 
 def reference(engine: Engine, prompt: str, max_tokens: int, adapter: AdapterRef | None = None) -> list[int]:
@@ -82,7 +82,7 @@ def test_seeded_sampling_repeats_and_stop_strings_cut(engine):
     first, second = run(engine, [job(engine, "hello", 10, temperature=1.0, seed=3) for _ in range(2)])
     assert first.tokens == second.tokens and first.text
     stop = first.text[len(first.text) // 2:][:3]
-    cut = run(engine, [Job(engine.encode("hello"), 10, None, Sampling(1.0, seed=3), stop=[stop])])[0]
+    cut = run(engine, [Generation(engine.encode("hello"), 10, None, Sampling(1.0, seed=3), stop=[stop])])[0]
     assert cut.finish_reason == "stop" and cut.text == first.text[: first.text.find(stop)]
 
 

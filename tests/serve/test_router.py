@@ -17,7 +17,9 @@ import pytest
 import yaml
 
 from tuneloop.errors import TuneloopError
-from tuneloop.serve.router import Router, RouterConfig, load_classifier, read_examples, train_router
+from tuneloop.serve.router import Router
+from tuneloop.serve.router_classifier import load_classifier, read_examples, train_router
+from tuneloop.serve.router_config import RouterConfig
 
 ROUTES = {
     "router": {

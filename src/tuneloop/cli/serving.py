@@ -32,6 +32,9 @@ def serve_cmd(
     launcher: Annotated[Optional[str], typer.Option(help="Run jobs under this launcher, e.g. 'accelerate launch --num_processes 4'.")] = None,
 ) -> None:
     """Serve models behind an OpenAI-compatible API: many adapters on one base, A/B routes, batching."""
+    from tuneloop.extras import require
+
+    require("serve", "tuneloop serve")
     import uvicorn
 
     from tuneloop.serve.handler import Limits
@@ -126,7 +129,8 @@ def route_train(router: Annotated[Path, typer.Argument(help="Router YAML (its ro
                 examples: Annotated[Optional[Path], typer.Option(help="More labelled prompts: JSONL of {text, route}.")] = None,
                 seed: int = 0, as_json: Json = False) -> None:
     """Train the router's classifier (logistic regression on MiniLM embeddings) and report its accuracy."""
-    from tuneloop.serve.router import load_router_config, read_examples, train_router
+    from tuneloop.serve.router_classifier import read_examples, train_router
+    from tuneloop.serve.router_config import load_router_config
 
     report = train_router(load_router_config(router), read_examples(examples) if examples else None, out, seed=seed)
     console.print(f"router classifier -> {out}: accuracy {report['accuracy']:.3f} ({report.get('method', '')})")

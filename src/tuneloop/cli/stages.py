@@ -12,6 +12,7 @@ from tuneloop.artifacts import new_run_dir, read_manifest
 from tuneloop.cli.common import Json, Out, _emit, _quiet_libraries
 from tuneloop.config import PipelineConfig, load_config
 from tuneloop.errors import TuneloopError
+from tuneloop.layout import DataDir, EvalDir
 from tuneloop.ui import console
 
 # --- data ----------------------------------------------------------------------------------------
@@ -36,7 +37,7 @@ def data_prepare(
     for source, forms in report["forms"].items():
         console.print(f"{source}: detected form {', '.join(f'{form} ({n})' for form, n in forms.items())}")
     console.print(f"{report['kept']} kept {report['splits']}, {report['rejected']} rejected {report['rejected_by_rule']}, "
-                  f"PII redacted {report['pii_redacted']} -> {out / 'report.html'}")
+                  f"PII redacted {report['pii_redacted']} -> {DataDir(out).report_html}")
     _emit(report, as_json)
 
 
@@ -100,7 +101,7 @@ def eval_cmd(
     out = out or new_run_dir(Path("runs"), f"{cfg.name}-eval")
     results = evaluate(cfg.eval, cfg.model, cfg.task, cfg.objective, data, weights, out)
     console.print(metrics_table(results))
-    console.print(f"report -> {out / 'report.html'}")
+    console.print(f"report -> {EvalDir(out).report_html}")
     _emit(results, as_json)
     if not results["objective_passed"]:
         failed = [f"{g['metric']} {g['value']:.3f} (needs {g['gate']}, missed by {-g['margin']:.3f})" for g in results["gates"] if not g["passed"]]
@@ -121,8 +122,8 @@ def eval_ab_export(
     """Write blind A/B pairs (hidden, randomised order) as ab.csv and an offline ab.html form for reviewers."""
     from tuneloop.eval.ab import export_ab
 
-    out = out or eval_dir / "ab"
-    result = export_ab(eval_dir / "samples.jsonl", out, a, b, seed=seed, limit=limit)
+    out = out or EvalDir(eval_dir).ab.root
+    result = export_ab(EvalDir(eval_dir).samples, out, a, b, seed=seed, limit=limit)
     console.print(f"{result['pairs']} pairs -> {result['csv']} and {result['html']}; keep {result['key']} away from reviewers")
     _emit(result, as_json)
 

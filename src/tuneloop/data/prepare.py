@@ -27,10 +27,8 @@ from tuneloop.data.review import write_review
 from tuneloop.data.rowwork import NUM_PERM, RowProcessor, default_workers, dedup_text, process_rows
 from tuneloop.data.split import split_indices
 from tuneloop.errors import TuneloopError
+from tuneloop.layout import SPLITS, DataDir
 from tuneloop.ui import console, progress
-
-SPLITS = ("train", "val", "test")
-
 
 def prepare(inputs: list[Path], out: Path, cfg: DataConfig, task: TaskConfig, model: ModelConfig | None = None) -> dict:
     """Prepare `inputs` into `out`; returns the report (also in out/report.json and out/report.html)."""
@@ -41,6 +39,7 @@ def prepare(inputs: list[Path], out: Path, cfg: DataConfig, task: TaskConfig, mo
     for path in inputs:
         check_readable(path)  # fail now, with one clear line, not after reading other files
     out.mkdir(parents=True, exist_ok=True)
+    folder = DataDir(out)
 
     # --- setup -------------------------------------------------------------------------------
     near = NearDuplicateIndex(cfg.dedup.threshold, num_perm=NUM_PERM) if cfg.dedup.near else None
@@ -51,7 +50,7 @@ def prepare(inputs: list[Path], out: Path, cfg: DataConfig, task: TaskConfig, mo
     rows = (raw for path in inputs for raw in read_rows(path, decode=False))
 
     tally = Tally()
-    spool_path, rejected_path = out / ".kept.jsonl.tmp", out / "rejected.jsonl"
+    spool_path, rejected_path = folder.spool, folder.rejected
 
     # --- one pass over every row: per-row work in workers, keep-the-first decisions here ---------
     with open(spool_path, "w") as spool, open(rejected_path, "w") as rejected, progress(transient=True) as bar:
@@ -82,13 +81,13 @@ def prepare(inputs: list[Path], out: Path, cfg: DataConfig, task: TaskConfig, mo
     report = {"inputs": [str(p) for p in inputs], **tally.report(assignment, counts, len(frozen), cfg.max_tokens)}
     if cfg.rag:  # retrieval-augmented fine-tuning: context from the knowledge base in every prompt
         report["retrieval_augmented"] = augment_splits(out, cfg.rag, ("train", "val") if frozen else SPLITS)
-    outputs = [out / f"{name}.jsonl" for name in (*SPLITS, "rejected")]
+    outputs = [folder.split(name) for name in (*SPLITS, "rejected")]
     tokenizer = processor.check_length.tokenizer if processor.check_length else None
     outputs += write_report(report, out, assignment, tally.lengths, tokenizer)
     if cfg.review_sample:
         outputs += write_review(out, cfg.review_sample, cfg.seed)
-    write_json(out / "report.json", report)
-    outputs.append(out / "report.json")
+    write_json(folder.report, report)
+    outputs.append(folder.report)
     write_manifest(
         out, "data", cfg, inputs={f"input{i}": p for i, p in enumerate(inputs)}, outputs=outputs, seed=cfg.seed,
         started=started, parent=cfg.frozen_test.parent if cfg.frozen_test else None,
@@ -139,7 +138,7 @@ class Tally:
 def _write_splits(out: Path, spool_path: Path, assignment: dict[str, list[int]], frozen: list[dict]) -> dict[str, int]:
     """Copy each spooled row to its split file (then the frozen test rows); returns rows per split."""
     split_of = {i: name for name, indices in assignment.items() for i in indices}
-    handles = {name: open(out / f"{name}.jsonl", "w") for name in SPLITS}
+    handles = {name: open(DataDir(out).split(name), "w") for name in SPLITS}
     try:
         with open(spool_path) as spool:
             for i, line in enumerate(spool):

@@ -11,20 +11,21 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from tuneloop.layout import DataDir  # noqa: E402
 from tuneloop.models.chat import IGNORE, encode_chat  # noqa: E402
 
 
 def write_report(report: dict, out: Path, assignment: dict[str, list[int]], lengths: list, tokenizer) -> list[Path]:
     """Write report.html (+ PNGs); also adds the rendered examples to `report` (rendered with the model's
     tokenizer when there is one). Returns the files written."""
-    written = []
+    folder, written = DataDir(out), []
     if lengths and lengths[0] is not None:
-        written.append(_plot_lengths(assignment, lengths, report["tokens"].get("max_tokens"), out / "token_lengths.png"))
+        written.append(_plot_lengths(assignment, lengths, report["tokens"].get("max_tokens"), folder.lengths_plot))
     if any(report["labels"][s] for s in report["labels"]):
-        written.append(_plot_labels(report["labels"], out / "labels.png"))
-    report["examples"] = {name: _example(out / f"{name}.jsonl", tokenizer) for name in assignment}
-    (out / "report.html").write_text(_html(report, [p.name for p in written]))
-    return [*written, out / "report.html"]
+        written.append(_plot_labels(report["labels"], folder.labels_plot))
+    report["examples"] = {name: _example(folder.split(name), tokenizer) for name in assignment}
+    folder.report_html.write_text(_html(report, [p.name for p in written]))
+    return [*written, folder.report_html]
 
 
 def _example(path: Path, tokenizer) -> dict | None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tuneloop.artifacts import read_jsonl
 from tuneloop.config import RagDataConfig
+from tuneloop.layout import DataDir
 
 
 def augment_splits(out: Path, rag: RagDataConfig, splits: tuple[str, ...]) -> dict[str, int]:
@@ -22,7 +23,7 @@ def augment_splits(out: Path, rag: RagDataConfig, splits: tuple[str, ...]) -> di
     knowledge = KnowledgeBase.load(rag.index)
     counts = {}
     for split in splits:
-        path = out / f"{split}.jsonl"
+        path = DataDir(out).split(split)
         rows = read_jsonl(path) if path.is_file() else []
         for row in rows:
             conversation = row["messages"][:-1] if "messages" in row else row["prompt"]

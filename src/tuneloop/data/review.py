@@ -8,28 +8,31 @@ import json
 import random
 from pathlib import Path
 
+from tuneloop.layout import SPLITS, DataDir
+
 COLUMNS = ("split", "source", "line", "prompt", "answer", "verdict (ok/fix/drop)", "comment")
 
 
 def write_review(out: Path, n: int, seed: int) -> list[Path]:
     rows = []
-    for split in ("train", "val", "test"):
-        with open(out / f"{split}.jsonl") as handle:
+    folder = DataDir(out)
+    for split in SPLITS:
+        with open(folder.split(split)) as handle:
             rows += [(split, json.loads(line)) for line in handle]
     sample = random.Random(seed).sample(rows, min(n, len(rows)))
     records = [_record(split, row) for split, row in sample]
-    with open(out / "review.csv", "w", newline="") as handle:
+    with open(folder.review_csv, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
         writer.writerows(records)
     cells = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in records)
     head = "".join(f"<th>{c}</th>" for c in COLUMNS)
-    (out / "review.html").write_text(
+    folder.review_html.write_text(
         "<!doctype html><meta charset='utf-8'><title>review sample</title>"
         "<style>table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3rem;vertical-align:top;white-space:pre-wrap}</style>"
-        f"<p>{len(records)} rows sampled for review. Mark each in review.csv.</p><table><tr>{head}</tr>{cells}</table>"
+        f"<p>{len(records)} rows sampled for review. Mark each in {folder.review_csv.name}.</p><table><tr>{head}</tr>{cells}</table>"
     )
-    return [out / "review.csv", out / "review.html"]
+    return [folder.review_csv, folder.review_html]
 
 
 def _record(split: str, row: dict) -> tuple:

@@ -19,6 +19,7 @@ from scipy.stats import binomtest
 
 from tuneloop.artifacts import write_json
 from tuneloop.errors import TuneloopError
+from tuneloop.layout import AbDir
 
 COLUMNS = ["id", "prompt", "response_1", "response_2", "judgment", "comment"]
 # Spreadsheet users type all sorts of "no preference"; accept the obvious ones.
@@ -85,13 +86,14 @@ def export_ab(samples_path: Path, out: Path, system_a: str = "finetuned", system
                      "judgment": "", "comment": ""})
 
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "ab.csv", "w", encoding="utf-8", newline="") as handle:
+    folder = AbDir(out)
+    with open(folder.csv, "w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    (out / "ab.html").write_text(_render_html(rows), encoding="utf-8")
-    write_json(out / "ab_key.json", {"system_a": system_a, "system_b": system_b, "seed": seed, "pairs": key})
-    return {"csv": out / "ab.csv", "html": out / "ab.html", "key": out / "ab_key.json",
+    folder.html.write_text(_render_html(rows), encoding="utf-8")
+    write_json(folder.key, {"system_a": system_a, "system_b": system_b, "seed": seed, "pairs": key})
+    return {"csv": folder.csv, "html": folder.html, "key": folder.key,
             "pairs": len(rows), "identical": len(key) - len(rows), "system_a": system_a, "system_b": system_b}
 
 

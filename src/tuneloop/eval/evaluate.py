@@ -22,6 +22,8 @@ from tuneloop.eval.generate import generate
 from tuneloop.eval.regression import general_capability, switch_for
 from tuneloop.eval.report import write_report
 from tuneloop.eval.scoring import check_gates, score_systems
+from tuneloop.extras import require
+from tuneloop.layout import DataDir, EvalDir
 from tuneloop.models import is_full_model, load_model, load_tokenizer, render_prompt
 
 
@@ -30,14 +32,19 @@ def evaluate(
     data_dir: Path, adapter: Path | None, out: Path,
 ) -> dict:
     started = time.time()
+    if cfg.regression:
+        require("regression", "eval.regression (the lm-eval multiple-choice check)", instead="set eval.regression: false")
+    if cfg.rag_index:
+        require("rag", "eval.rag_index (a knowledge base)")
     out.mkdir(parents=True, exist_ok=True)
-    rows = read_jsonl(data_dir / "test.jsonl")[: cfg.limit]
+    data, folder = DataDir(data_dir), EvalDir(out)
+    rows = read_jsonl(data.test)[: cfg.limit]
     if not rows:
-        raise TuneloopError(f"{data_dir / 'test.jsonl'}: the test split is empty; nothing to evaluate")
+        raise TuneloopError(f"{data.test}: the test split is empty; nothing to evaluate")
     systems = [s for s in cfg.systems if s != "finetuned" or adapter is not None]
     if not systems:
         raise TuneloopError("no system to evaluate: 'finetuned' needs a trained model (--model RUN_DIR)")
-    train_rows = read_jsonl(data_dir / "train.jsonl") if {"prompted", "rag"} & set(systems) and (data_dir / "train.jsonl").is_file() else []
+    train_rows = read_jsonl(data.train) if {"prompted", "rag"} & set(systems) and data.train.is_file() else []
 
     # --- models: one load; baselines run with the adapter switched off ---------------------------
     tokenizer = load_tokenizer(model_cfg.name)
@@ -80,12 +87,12 @@ def evaluate(
     ]
 
     # --- save ------------------------------------------------------------------------------------------
-    write_json(out / "results.json", summary)
-    write_jsonl(out / "samples.jsonl", samples)
+    write_json(folder.results, summary)
+    write_jsonl(folder.samples, samples)
     written = write_report(summary, samples, out)
     write_manifest(
-        out, "eval", cfg, inputs={"test": data_dir / "test.jsonl", **({"model": adapter} if adapter else {})},
-        outputs=[out / "results.json", out / "samples.jsonl", *written], started=started,
+        out, "eval", cfg, inputs={"test": data.test, **({"model": adapter} if adapter else {})},
+        outputs=[folder.results, folder.samples, *written], started=started,
         parent=adapter.parent if adapter else data_dir, extra={"model": model_cfg.model_dump(), "summary": summary},
     )
     return summary

@@ -17,6 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from tuneloop.layout import EvalDir  # noqa: E402
+
 # Metrics that are not shares in [0, 1]; drawn in their own panels so they do not flatten the others.
 _WIDE = {"bleu", "chrf", "length_chars"}
 _THRESHOLD = re.compile(r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?")
@@ -31,22 +33,17 @@ def write_report(results: dict, samples: list[dict], out: Path) -> list[Path]:
     systems = list(results.get("systems") or {})
     # One colour per system in every plot, in the order results.json lists them.
     colours = {system: f"C{k}" for k, system in enumerate(systems)}
-    written = []
+    folder, written = EvalDir(out), []
     if systems:
-        written.append(_plot_metrics(results, systems, colours, out / "metrics.png"))
+        written.append(_plot_metrics(results, systems, colours, folder.metrics_plot))
     for field, entry in (results.get("labels") or {}).items():
         if entry and entry.get("confusion"):
-            written.append(_plot_confusion(field, entry, out / f"confusion_{_safe(field)}.png"))
+            written.append(_plot_confusion(field, entry, folder.confusion_plot(str(field))))
     if any(sample.get("outputs") for sample in samples):
-        written.append(_plot_lengths(samples, systems, colours, out / "lengths.png"))
-    page = out / "report.html"
+        written.append(_plot_lengths(samples, systems, colours, folder.lengths_plot))
+    page = folder.report_html
     page.write_text(_html(results, samples, systems, [p.name for p in written]), encoding="utf-8")
     return [*written, page]
-
-
-def _safe(name: str) -> str:
-    # Label fields come from the config; keep the file name portable whatever they are called.
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(name))
 
 
 def _num(x) -> str:

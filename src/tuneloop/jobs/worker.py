@@ -25,12 +25,13 @@ from pathlib import Path
 
 import yaml
 
-from tuneloop.artifacts import read_jsonl
+from tuneloop.artifacts import read_jsonl, read_manifest
 from tuneloop.config import DataConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.jobs.spec import pipeline_for
 from tuneloop.jobs.stages import Stages
 from tuneloop.jobs.store import JobStore
+from tuneloop.layout import JobDir, TrainDir
 
 POLL_S = 0.5
 STALE_S = 600  # a running job on another host with no event for this long is taken as abandoned
@@ -85,18 +86,18 @@ class Worker:
                 self.store.add_event(job["id"], f"The job failed: {message}", level="error")
 
     def _run_job(self, job: dict) -> None:
-        job_id, run = job["id"], self.store.run_dir(job["id"])
-        train_dir = run / "train"
-        resume = (train_dir / "checkpoints").is_dir() and any((train_dir / "checkpoints").glob("step-*"))
+        job_id, run = job["id"], JobDir(self.store.run_dir(job["id"]))
+        train_dir = run.train
+        resume = bool(train_dir.checkpoints.all())
         self.store.add_event(job_id, "Fine-tuning job started" + (" (resuming from its last checkpoint)" if resume else ""))
         config_path, rows = self._prepare(job, run)
-        command = [sys.executable, "-m", "tuneloop.cli", "train", str(config_path), "--data", str(run / "data"), "--out", str(train_dir)]
+        command = [sys.executable, "-m", "tuneloop.cli", "train", str(config_path), "--data", str(run.data.root), "--out", str(train_dir.root)]
         if resume:
             command.append("--resume")
         if self.launcher:
             command = [*self.launcher, *command[1:]]  # `accelerate launch ... -m tuneloop.cli train ...`
         total_steps = math.ceil(rows / job["hyperparameters"]["batch_size"]) * job["hyperparameters"]["n_epochs"]
-        outcome = self._supervise(job, command, train_dir, total_steps, run / "train.log")
+        outcome = self._supervise(job, command, train_dir, total_steps, run.log)
         if outcome == "cancelled":
             self.store.add_event(job_id, "The job was cancelled")
             return
@@ -105,29 +106,29 @@ class Worker:
                                  level="warn")
             return
         if outcome != 0:
-            tail = (run / "train.log").read_text(errors="replace").strip().splitlines()[-5:]
+            tail = run.log.read_text(errors="replace").strip().splitlines()[-5:]
             raise TuneloopError(f"training exited with code {outcome}: " + " | ".join(tail))
         self._finish(job, train_dir)
 
-    def _prepare(self, job: dict, run: Path) -> tuple[Path, int]:
+    def _prepare(self, job: dict, run: JobDir) -> tuple[Path, int]:
         training = Path(self.store.file(job["training_file"])["path"])
         validation = Path(self.store.file(job["validation_file"])["path"]) if job["validation_file"] else None
         cfg = pipeline_for(job, training, validation is not None)
-        data = run / "data"
-        if not (data / "train.jsonl").is_file():
-            self.stages.prepare([training], data, cfg.data, cfg.model)
+        data = run.data
+        if not data.train.is_file():
+            self.stages.prepare([training], data.root, cfg.data, cfg.model)
             if validation is not None:
-                self.stages.prepare([validation], run / "validation", DataConfig(val_ratio=0, test_ratio=0), cfg.model)
-                (data / "val.jsonl").write_bytes((run / "validation" / "train.jsonl").read_bytes())
-        rows = len(read_jsonl(data / "train.jsonl"))
+                self.stages.prepare([validation], run.validation.root, DataConfig(val_ratio=0, test_ratio=0), cfg.model)
+                data.val.write_bytes(run.validation.train.read_bytes())
+        rows = len(read_jsonl(data.train))
         steps_per_epoch = max(1, math.ceil(rows / cfg.train.batch_size))
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"save_every": steps_per_epoch})})
-        path = run / "pipeline.yaml"
+        path = run.config
         path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         self.store.add_event(job["id"], f"Prepared {rows} training rows" + (" and the validation file" if validation else ""))
         return path, rows
 
-    def _supervise(self, job: dict, command: list[str], train_dir: Path, total_steps: int, log_path: Path) -> int | str:
+    def _supervise(self, job: dict, command: list[str], train_dir: TrainDir, total_steps: int, log_path: Path) -> int | str:
         job_id, started, seen_lines, seen_checkpoints = job["id"], time.time(), 0, set()
         with log_path.open("a") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -144,8 +145,8 @@ class Worker:
                     return "stopped" if self._stop.is_set() else "cancelled"
                 time.sleep(self.poll_s)
 
-    def _metrics_events(self, job_id: str, train_dir: Path, seen: int, started: float, total_steps: int) -> int:
-        path = train_dir / "metrics.jsonl"
+    def _metrics_events(self, job_id: str, train_dir: TrainDir, seen: int, started: float, total_steps: int) -> int:
+        path = train_dir.metrics
         if not path.is_file():
             return seen
         lines = path.read_text().splitlines()
@@ -163,25 +164,25 @@ class Worker:
             seen += 1
         return seen
 
-    def _new_checkpoints(self, job: dict, train_dir: Path, seen: set[str]) -> None:
+    def _new_checkpoints(self, job: dict, train_dir: TrainDir, seen: set[str]) -> None:
         records = {}
-        for folder in sorted((train_dir / "checkpoints").glob("step-*")) if (train_dir / "checkpoints").is_dir() else []:
-            if folder.name in seen or not (folder / "state.pt").is_file():
+        for checkpoint in train_dir.checkpoints.complete():
+            if checkpoint.path.name in seen:
                 continue
-            seen.add(folder.name)
-            step = int(folder.name.removeprefix("step-"))
+            seen.add(checkpoint.path.name)
             if not records:
-                records = {r["step"]: r for r in read_jsonl(train_dir / "metrics.jsonl")} if (train_dir / "metrics.jsonl").is_file() else {}
-            record = records.get(step, {})
+                records = {r["step"]: r for r in read_jsonl(train_dir.metrics)} if train_dir.metrics.is_file() else {}
+            record = records.get(checkpoint.step, {})
             metrics = {"train_loss": record.get("train_loss"), "valid_loss": record.get("val_loss")}
-            self.store.add_checkpoint(job["id"], step, metrics, folder / "weights", f"{_model_name(job)}:ckpt-step-{step}")
+            self.store.add_checkpoint(job["id"], checkpoint.step, metrics, checkpoint.weights,
+                                      f"{_model_name(job)}:ckpt-step-{checkpoint.step}")
 
-    def _finish(self, job: dict, train_dir: Path) -> None:
-        manifest = json.loads((train_dir / "manifest.json").read_text())
+    def _finish(self, job: dict, train_dir: TrainDir) -> None:
+        manifest = read_manifest(train_dir.root)
         per_epoch = manifest["summary"].get("tokens_per_epoch")
         tokens = int(per_epoch * job["hyperparameters"]["n_epochs"]) if per_epoch else None
         name = _registry_name(job)
-        version = self.stages.register(name, train_dir, note=f"fine-tuning job {job['id']}")
+        version = self.stages.register(name, train_dir.root, note=f"fine-tuning job {job['id']}")
         self.store.set_status(job["id"], "succeeded", only_from=("running",), fine_tuned_model=_model_name(job),
                               registry_ref=version["ref"], trained_tokens=tokens)
         self.store.add_event(job["id"], f"New fine-tuned model created: {_model_name(job)} (registry {version['ref']})")

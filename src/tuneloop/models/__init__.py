@@ -1,4 +1,5 @@
-"""Models: resolve a name to weights on disk, load them, and encode chats with the model's template."""
+"""Models, a library any stage may use: resolve a name to weights on disk, load them, encode chats with the
+model's template, embed texts (MiniLM), and export merged folders and GGUF files."""
 
 from tuneloop.models.chat import Encoded, encode_chat, last_text, render_prompt
 from tuneloop.models.load import is_full_model, load_model, load_tokenizer, trained_weights, weights_folder

@@ -16,6 +16,7 @@ from transformers import AutoTokenizer
 
 from tuneloop.artifacts import read_manifest, write_manifest
 from tuneloop.errors import TuneloopError
+from tuneloop.layout import ExportDir, TrainDir
 from tuneloop.models.load import load_model, load_tokenizer
 
 
@@ -25,9 +26,9 @@ def export_run(train_dir: Path, out: Path, gguf: str | None = None) -> dict:
     if manifest.get("stage") != "train":
         raise TuneloopError(f"{train_dir}: not a train run (its manifest says stage '{manifest.get('stage')}')")
     base = manifest["model"]["name"]
-    target = out / "model"
+    target = ExportDir(out).model
     shutil.rmtree(target, ignore_errors=True)
-    adapter, full = train_dir / "adapter", train_dir / "model"
+    adapter, full = TrainDir(train_dir).adapter, TrainDir(train_dir).model
     if adapter.is_dir():
         source = adapter
         merge_adapter(base, adapter, target)
@@ -35,12 +36,12 @@ def export_run(train_dir: Path, out: Path, gguf: str | None = None) -> dict:
         source = full
         shutil.copytree(full, target)
     else:
-        raise TuneloopError(f"{train_dir}: no adapter/ or model/ folder (did training finish?)")
+        raise TuneloopError(f"{train_dir}: no {adapter.name}/ or {full.name}/ folder (did training finish?)")
     outputs = [target]
     if gguf:
         from tuneloop.models.gguf_export import export_gguf
 
-        outputs.append(export_gguf(target, out / "model.gguf", outtype=gguf))
+        outputs.append(export_gguf(target, ExportDir(out).gguf, outtype=gguf))
     write_manifest(out, "export", {"gguf": gguf}, inputs={"weights": source}, outputs=outputs, parent=train_dir,
                    extra={"base_model": base})
     return {"model": str(target), "gguf": str(outputs[1]) if gguf else None}

@@ -8,6 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from tuneloop.errors import TuneloopError
+from tuneloop.layout import TrainDir
 from tuneloop.models.resolve import resolve_model
 
 
@@ -22,10 +23,11 @@ def load_tokenizer(ref: str | Path) -> PreTrainedTokenizerBase:
 
 def trained_weights(train_dir: Path) -> Path:
     """What a train run produced: its PEFT adapter folder, or its full model folder."""
-    for name in ("adapter", "model"):
-        if (train_dir / name).is_dir():
-            return train_dir / name
-    raise TuneloopError(f"{train_dir}: no adapter/ or model/ folder; is it a finished train run?")
+    run = TrainDir(Path(train_dir))
+    weights = run.weights()
+    if weights is None:
+        raise TuneloopError(f"{train_dir}: no {run.adapter.name}/ or {run.model.name}/ folder; is it a finished train run?")
+    return weights
 
 
 def weights_folder(path: Path) -> Path:

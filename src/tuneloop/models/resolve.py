@@ -83,6 +83,8 @@ def _convert_once(gguf: Path, key: str) -> Path:
     log.info("converting %s to safetensors in %s (once)", gguf.name, target)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from tuneloop.compat import drop_quantizer_marker
+
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build in a temporary sibling and rename: a concurrent or interrupted conversion never leaves
     # a half-written folder that looks complete.
@@ -90,12 +92,7 @@ def _convert_once(gguf: Path, key: str) -> Path:
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        # The tensors are dequantized floats now; drop the marker that blocks saving.
-        model.hf_quantizer = None
-        model.is_quantized = False
-        model.quantization_method = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+        drop_quantizer_marker(model)  # the tensors are dequantized floats now
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         try:

@@ -14,6 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from tuneloop.layout import MonitorDir  # noqa: E402
+
 COLUMNS = [("requests", "{:.0f}"), ("error_rate", "{:.1%}"), ("p50_latency_ms", "{:.0f}"), ("p95_latency_ms", "{:.0f}"),
            ("p99_latency_ms", "{:.0f}"), ("ttft_p50_ms", "{:.0f}"), ("tokens_per_s", "{:.1f}"), ("json_valid", "{:.1%}"),
            ("schema_valid", "{:.1%}"), ("empty", "{:.1%}"), ("refusal", "{:.1%}"), ("length_chars", "{:.0f}")]
@@ -21,12 +23,13 @@ COLUMNS = [("requests", "{:.0f}"), ("error_rate", "{:.1%}"), ("p50_latency_ms", 
 
 def write_report(summary: dict, series: list[dict], out: Path, drift: dict | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    written = [out / "report.json"]
-    (out / "report.json").write_text(json.dumps({"summary": summary, "timeseries": series, "drift": drift}, indent=2))
+    folder = MonitorDir(out)
+    written = [folder.report]
+    folder.report.write_text(json.dumps({"summary": summary, "timeseries": series, "drift": drift}, indent=2))
     if series:
-        written.append(_plot(series, out / "timeseries.png"))
-    written.append(out / "report.html")
-    (out / "report.html").write_text(_html(summary, drift, has_plot=bool(series)))
+        written.append(_plot(series, folder.timeseries_plot))
+    written.append(folder.report_html)
+    folder.report_html.write_text(_html(summary, drift, plot=folder.timeseries_plot.name if series else None))
     return written
 
 
@@ -63,7 +66,7 @@ def _nan(value: float | None) -> float:
     return float("nan") if value is None else value
 
 
-def _html(summary: dict, drift: dict | None, has_plot: bool) -> str:
+def _html(summary: dict, drift: dict | None, plot: str | None) -> str:
     head = "".join(f"<th>{name}</th>" for name, _ in COLUMNS)
     rows = [("all", "", summary["overall"]), *((g["model"], g.get("variant") or "", g) for g in summary["groups"])]
     body = "".join(
@@ -80,8 +83,8 @@ def _html(summary: dict, drift: dict | None, has_plot: bool) -> str:
         "Quality scores need no reference: JSON/schema validity (models with a schema), empty and refusal rates, length.</p>",
         f"<table><tr><th>model</th><th>variant</th>{head}</tr>{body}</table>",
     ]
-    if has_plot:
-        parts.append("<h2>Over time</h2><img src='timeseries.png' alt='requests, error rate and latency over time'>")
+    if plot:
+        parts.append(f"<h2>Over time</h2><img src='{plot}' alt='requests, error rate and latency over time'>")
     if drift:
         parts.append(f"<h2>Drift: {html.escape(drift['verdict'])}</h2><table><tr><th>check</th><th>statistic</th>"
                      "<th>p-value</th><th>threshold</th><th>drift</th><th>detail</th></tr>")

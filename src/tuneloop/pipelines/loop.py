@@ -17,6 +17,7 @@ from tuneloop.data.prepare import prepare
 from tuneloop.db import Database
 from tuneloop.db.requestlog import RequestStore
 from tuneloop.eval.evaluate import evaluate
+from tuneloop.layout import DataDir, PipelineDir
 from tuneloop.models import trained_weights, weights_folder
 from tuneloop.monitor.feedback import export_feedback
 from tuneloop.registry.lineage import register_run
@@ -27,6 +28,7 @@ from tuneloop.ui import console
 
 def run_loop(cfg: PipelineConfig, run_dir: Path) -> dict:
     started = time.time()
+    folders = PipelineDir(run_dir)
     database = Database(cfg.registry.url)
     registry = Registry(database)
     name = cfg.registry.name
@@ -37,7 +39,7 @@ def run_loop(cfg: PipelineConfig, run_dir: Path) -> dict:
     inputs = list(cfg.data.inputs)
     feedback = None
     if cfg.loop.feedback:
-        feedback = export_feedback(RequestStore(database), run_dir / "feedback.jsonl", min_score=cfg.loop.min_score, pii=cfg.data.pii)
+        feedback = export_feedback(RequestStore(database), folders.feedback, min_score=cfg.loop.min_score, pii=cfg.data.pii)
         console.print(f"{feedback['rows']} rows from feedback ({feedback['corrected']} corrected, {feedback['approved']} approved); "
                       f"skipped {feedback['skipped']}")
         if feedback["rows"]:
@@ -45,25 +47,25 @@ def run_loop(cfg: PipelineConfig, run_dir: Path) -> dict:
 
     console.rule("[bold]2/5 data")
     frozen = _test_split_of(production) or cfg.data.frozen_test
-    data_dir = run_dir / "data"
+    data_dir = folders.data.root
     report = prepare(inputs, data_dir, cfg.data.model_copy(update={"frozen_test": frozen}), cfg.task, cfg.model)
     console.print(f"{report['splits']} (test split {'frozen from ' + str(frozen) if frozen else 'new'})")
 
     console.rule("[bold]3/5 train")
-    train_dir = run_dir / "train"
+    train_dir = folders.train.root
     summary = train(cfg.train, cfg.model, data_dir, train_dir)
     console.print(f"loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f}")
 
     console.rule("[bold]4/5 evaluate: candidate and production on the same test split")
-    candidate = evaluate(cfg.eval, cfg.model, cfg.task, cfg.objective, data_dir, trained_weights(train_dir), run_dir / "eval")
+    candidate = evaluate(cfg.eval, cfg.model, cfg.task, cfg.objective, data_dir, trained_weights(train_dir), folders.eval.root)
     current = None
     if production:
         only_model = cfg.eval.model_copy(update={"systems": ["finetuned"], "regression": False})
         current = evaluate(only_model, cfg.model, cfg.task, ObjectiveConfig(), data_dir,
-                           weights_folder(Path(production["artifact_path"])), run_dir / "eval-production")
+                           weights_folder(Path(production["artifact_path"])), folders.eval_production.root)
 
     console.rule("[bold]5/5 register and decide")
-    version = register_run(registry, name, train_dir, run_dir / "eval", note=f"loop round {run_dir.name}")
+    version = register_run(registry, name, train_dir, folders.eval.root, note=f"loop round {run_dir.name}")
     registry.set_alias(name, "challenger", version["version"], reason="loop: newest candidate")
     promote, reasons = decide(candidate, current, cfg.objective, cfg.loop.tolerance)
     if promote:
@@ -115,7 +117,7 @@ def _test_split_of(version: dict | None) -> Path | None:
         return None
     train_dir = Path(version["artifact_path"])
     try:
-        test = Path(read_manifest(train_dir)["inputs"]["train"]["path"]).parent / "test.jsonl"
+        test = DataDir(Path(read_manifest(train_dir)["inputs"]["train"]["path"]).parent).test
     except Exception:
         return None
     return test if test.is_file() else None

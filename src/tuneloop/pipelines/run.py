@@ -14,6 +14,7 @@ from tuneloop.data.prepare import prepare
 from tuneloop.errors import TuneloopError
 from tuneloop.eval.evaluate import evaluate
 from tuneloop.eval.table import metrics_table
+from tuneloop.layout import PipelineDir
 from tuneloop.models import resolve_model, trained_weights
 from tuneloop.registry.lineage import register_run
 from tuneloop.registry.store import Registry
@@ -28,19 +29,20 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path) -> dict:
     for path in cfg.data.inputs:
         if not path.is_file():
             raise TuneloopError(f"{path}: input file not found (data.inputs)")
-    data_dir, train_dir, eval_dir = run_dir / "data", run_dir / "train", run_dir / "eval"
+    folders = PipelineDir(run_dir)
+    data_dir, train_dir, eval_dir = folders.data.root, folders.train.root, folders.eval.root
 
     console.rule("[bold]1/4 data")
     report = prepare(cfg.data.inputs, data_dir, cfg.data, cfg.task, cfg.model)
     console.print(
         f"{report['rows_in']} rows in: {report['splits']['train']} train, {report['splits']['val']} val, "
         f"{report['splits']['test']} test; {report['rejected']} rejected {report['rejected_by_rule']}; "
-        f"PII redacted {report['pii_redacted']} -> {data_dir / 'report.html'}"
+        f"PII redacted {report['pii_redacted']} -> {folders.data.report_html}"
     )
 
     console.rule("[bold]2/4 train")
     summary = train(cfg.train, cfg.model, data_dir, train_dir)
-    console.print(f"loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f} (val {summary['val_loss']}) -> {train_dir / 'loss.png'}")
+    console.print(f"loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f} (val {summary['val_loss']}) -> {folders.train.loss_plot}")
 
     console.rule("[bold]3/4 evaluate")
     results = evaluate(cfg.eval, cfg.model, cfg.task, cfg.objective, data_dir, trained_weights(train_dir), eval_dir)

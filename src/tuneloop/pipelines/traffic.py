@@ -16,6 +16,7 @@ import httpx
 from tuneloop.artifacts import read_jsonl
 from tuneloop.db import Database
 from tuneloop.db.requestlog import RequestStore
+from tuneloop.layout import DataDir
 from tuneloop.monitor import checks
 from tuneloop.registry.store import Registry
 from tuneloop.server import ServeOptions, build_app
@@ -25,7 +26,7 @@ def traffic_burst(database: Database, base: str, model_ref: str, data_dir: Path,
                   concurrency: int = 8, max_tokens: int = 96) -> dict:
     import uvicorn
 
-    rows = read_jsonl(data_dir / "test.jsonl")[:requests]
+    rows = read_jsonl(DataDir(data_dir).test)[:requests]
     conversations = [[m for m in row["messages"] if m["role"] != "assistant"] for row in rows]
     started = dt.datetime.now(dt.UTC)
     app, _ = build_app(ServeOptions(models=[model_ref], base=base, registry=database.url, max_batch=concurrency))

@@ -1,4 +1,5 @@
-"""Retrieval-augmented generation: a knowledge base of the team's own documents, and the prompt that uses it.
+"""Retrieval-augmented generation, a library any stage may use (data, eval and serve do): a knowledge base of
+the team's own documents, and the prompt that uses it.
 
     load_documents  Markdown, text, HTML, PDF and JSONL files -> Documents with stable ids  (loaders.py)
     chunk           heading- and paragraph-aware passages with overlap                       (chunking.py)

@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import faiss
 import numpy as np
 
 from tuneloop.artifacts import MANIFEST, read_jsonl, read_manifest, sha256_file, write_jsonl, write_manifest
 from tuneloop.errors import TuneloopError
+from tuneloop.extras import require
 from tuneloop.rag.chunking import Chunk, chunk
 from tuneloop.rag.lexical import BM25
 from tuneloop.rag.loaders import Document, load_documents, supported
@@ -119,7 +119,7 @@ class KnowledgeBase:
         started = time.time()
         self.path.mkdir(parents=True, exist_ok=True)
         if self._index is not None and self._index.ntotal:
-            vids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            vids = _faiss().vector_to_array(self._index.id_map).astype(np.int64)
             vectors = self._flat.reconstruct_n(0, self._flat.ntotal)
         else:
             vids, vectors = np.zeros(0, dtype=np.int64), np.zeros((0, self.dim or 0), dtype=np.float32)
@@ -226,8 +226,8 @@ class KnowledgeBase:
         if not len(chunks):
             return
         if self._index is None:
-            self._flat = faiss.IndexFlatIP(vectors.shape[1])
-            self._index = faiss.IndexIDMap(self._flat)
+            self._flat = _faiss().IndexFlatIP(vectors.shape[1])
+            self._index = _faiss().IndexIDMap(self._flat)
         self._index.add_with_ids(vectors, vids)
         self._chunks.update(zip(map(int, vids), chunks))
         self._bm25 = None
@@ -290,3 +290,11 @@ def _under(target: str, source: str) -> bool:
         return Path(source).resolve().is_relative_to(Path(target).resolve())
     except (OSError, ValueError):
         return False
+
+
+def _faiss():
+    """faiss, imported on first use: it is part of the 'rag' extra."""
+    require("rag", "a knowledge base")
+    import faiss
+
+    return faiss

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import re
 
-import bm25s
 import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+from tuneloop.extras import require
 
 _TOKEN = re.compile(r"[^\W_]+(?:[-_./][^\W_]+)*")
 # The 318-word list rather than bm25s' 33: question words ("how", "where", "should") otherwise match junk.
@@ -37,6 +38,9 @@ class BM25:
 
     def __init__(self, texts: list[str]) -> None:
         self.size = len(texts)
+        require("rag", "keyword retrieval (BM25)")
+        import bm25s
+
         self._retriever = bm25s.BM25()
         if texts:
             self._retriever.index([tokenize(t) for t in texts], show_progress=False)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tuneloop.artifacts import jsonl_objects
 from tuneloop.errors import TuneloopError
+from tuneloop.extras import require
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ def _html(path: Path, rel: str) -> list[Document]:
 
 
 def _pdf(path: Path, rel: str) -> list[Document]:
+    require("rag", f"{path}: reading PDF files")
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 

@@ -1,6 +1,6 @@
-"""Registry stage: an index of trained model versions with their lineage (`store.Registry`), aliases
-with an audit log and rollback (`aliases`), and the serving request log (`requestlog`).
+"""Registry stage (`tuneloop registry`): an index of trained model versions with their lineage
+(`store.Registry`), and aliases with an audit log and rollback (`aliases`).
 
-The registry indexes artifacts on disk; it does not own or copy them. Its schema is kept by alembic
-migrations (`migrate`, `migrations/`), applied when a Registry is opened.
+The registry indexes artifacts on disk; it does not own or copy them. Its tables live in tuneloop's
+database (tuneloop/db, which keeps the schema); it imports no other stage.
 """

@@ -24,7 +24,7 @@ from tuneloop.errors import TuneloopError
 from tuneloop.serve.catalog import Catalog, ModelNotFound
 from tuneloop.http import error
 from tuneloop.serve.handler import Generate, Limits
-from tuneloop.serve.routing import Route
+from tuneloop.serve.ab_routes import Route
 from tuneloop.serve.schemas import ChatRequest, CompletionRequest, FeedbackRequest
 from tuneloop.serve.telemetry import Metrics, RequestLog
 

@@ -10,22 +10,20 @@ so a DoRA batch holds one adapter only (`Batch.dora`).
 
 from __future__ import annotations
 
-import functools
-import inspect
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from tuneloop.serve.job import Job, dora_key
-from tuneloop.serve.kvcache import growing_cache
+from tuneloop.compat import cache_argument, growing_cache, merge_cache_rows
+from tuneloop.serve.generation import Generation, dora_key
 
 
 class Batch:
     def __init__(self, model, pad_id: int, peft: bool):
         self.model, self.pad_id, self.peft = model, pad_id, peft
-        self.jobs: list[Job] = []
+        self.jobs: list[Generation] = []
         self.dora: str | None = None
         self.generators: list[torch.Generator | None] = []
         self.mask = self.positions = self.logits = None
@@ -35,7 +33,7 @@ class Batch:
         return len(self.jobs)
 
     @torch.inference_mode()
-    def join(self, jobs: list[Job]) -> None:
+    def join(self, jobs: list[Generation]) -> None:
         """Prefill `jobs` together and add them to the running batch."""
         width = max(len(j.prompt_ids) for j in jobs)
         ids = torch.full((len(jobs), width), self.pad_id, dtype=torch.long)
@@ -51,7 +49,7 @@ class Batch:
             self.jobs, self.mask, self.positions, self.logits, self.cache = list(jobs), mask, positions[:, -1:], logits, cache
         else:
             self.mask, mask = _pad_left_to_same(self.mask, mask)
-            _merge_caches(self.cache, cache)
+            merge_cache_rows(self.cache, cache)
             self.mask = torch.cat([self.mask, mask])
             self.positions = torch.cat([self.positions, positions[:, -1:]])
             self.logits = torch.cat([self.logits, logits])
@@ -59,7 +57,7 @@ class Batch:
         self.generators += [job.sampling.generator() for job in jobs]
 
     @torch.inference_mode()
-    def step(self, on_token: Callable[[Job, int], bool]) -> None:
+    def step(self, on_token: Callable[[Generation, int], bool]) -> None:
         """Pick each row's next token, let finished rows leave, and compute the next logits."""
         tokens = _pick(self.logits, [job.sampling for job in self.jobs], self.generators)
         keep = [row for row, job in enumerate(self.jobs) if not on_token(job, int(tokens[row]))]
@@ -83,7 +81,7 @@ class Batch:
         self.mask, self.positions, self.logits = self.mask[index], self.positions[index], self.logits[index]
         self.cache.batch_select_indices(index)
 
-    def _forward(self, jobs: list[Job], ids, mask, positions, cache) -> torch.Tensor:
+    def _forward(self, jobs: list[Generation], ids, mask, positions, cache) -> torch.Tensor:
         extra = {}
         if self.peft:
             dora = [j.adapter.key for j in jobs if j.adapter and j.adapter.dora]
@@ -91,15 +89,9 @@ class Batch:
                 self.model.set_adapter(dora[0])
             else:
                 extra["adapter_names"] = [j.adapter.key if j.adapter else "__base__" for j in jobs]
-        extra[_cache_argument(type(self.model.get_base_model() if self.peft else self.model))] = cache
+        extra[cache_argument(type(self.model.get_base_model() if self.peft else self.model))] = cache
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **extra)
         return out.logits[:, -1].float()
-
-
-@functools.cache
-def _cache_argument(model_class) -> str:
-    """transformers 5.x renames `past_key_values` to `cache` (version shim: the one place that knows)."""
-    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 def _pick(logits: torch.Tensor, sampling, generators) -> torch.Tensor:
@@ -120,12 +112,3 @@ def _pick(logits: torch.Tensor, sampling, generators) -> torch.Tensor:
 def _pad_left_to_same(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(a.shape[1], b.shape[1])
     return F.pad(a, (width - a.shape[1], 0)), F.pad(b, (width - b.shape[1], 0))
-
-
-def _merge_caches(into: DynamicCache, other: DynamicCache) -> None:
-    """Append `other`'s rows to `into`, left-padding the shorter side with masked zeros."""
-    for mine, theirs in zip(into.layers, other.layers):
-        width = max(mine.keys.shape[-2], theirs.keys.shape[-2])
-        pad = lambda t: F.pad(t, (0, 0, width - t.shape[-2], 0))  # noqa: E731 - (head_dim, seq) padding
-        mine.keys = torch.cat([pad(mine.keys), pad(theirs.keys)])
-        mine.values = torch.cat([pad(mine.values), pad(theirs.values)])

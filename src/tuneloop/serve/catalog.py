@@ -24,8 +24,8 @@ from tuneloop.artifacts import read_manifest
 from tuneloop.errors import TuneloopError
 from tuneloop.models import is_full_model, resolve_model, weights_folder
 from tuneloop.serve.engine import Engine
-from tuneloop.serve.job import AdapterRef
-from tuneloop.serve.routing import Routes
+from tuneloop.serve.generation import AdapterRef
+from tuneloop.serve.ab_routes import Routes
 
 
 class ModelNotFound(TuneloopError):

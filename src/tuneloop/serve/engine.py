@@ -1,6 +1,6 @@
 """Generation engine: one loaded model, any number of LoRA adapters on it, and a thread that batches.
 
-Requests queue as `Job`s (bounded: `submit` raises `Overloaded` when full). The engine thread runs a
+Requests queue as `Generation`s (bounded: `submit` raises `Overloaded` when full). The engine thread runs a
 continuous batch: waiting jobs join between decode steps, finished ones leave. Adapters load on first
 use and the least recently used one is unloaded when more than `max_adapters` are resident; all model
 access happens on the engine thread or under its lock.
@@ -18,8 +18,8 @@ from pathlib import Path
 from tuneloop.errors import TuneloopError
 from tuneloop.models import load_model, load_tokenizer
 from tuneloop.serve.batch import Batch
-from tuneloop.serve.job import AdapterRef, Job, dora_key
-from tuneloop.serve.layout import layout_for_decoding
+from tuneloop.serve.generation import AdapterRef, Generation, dora_key
+from tuneloop.serve.column_major import layout_for_decoding
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class Engine:
         self.adapters: OrderedDict[str, AdapterRef] = OrderedDict()  # resident, least recently used first
         self.last_batch_size = self.peak_batch = 0
         self.tokens_per_second = 0.0
-        self._waiting: deque[Job] = deque()
+        self._waiting: deque[Generation] = deque()
         self._wake = threading.Condition()
         self._model_lock = threading.Lock()
         self._stopping = False
@@ -52,7 +52,7 @@ class Engine:
     def encode(self, prompt: str) -> list[int]:
         return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: Generation) -> None:
         with self._wake:
             if self._stopping:
                 raise Overloaded("the server is shutting down")
@@ -113,7 +113,7 @@ class Engine:
                 if not batch:
                     batch = self._batch = None
 
-    def _take(self, batch: Batch | None) -> list[Job]:
+    def _take(self, batch: Batch | None) -> list[Generation]:
         """Waiting jobs that fit into the running batch (first come, first served; skip cancelled ones)."""
         room = self.max_batch - (len(batch) if batch else 0)
         taken, left = [], deque()
@@ -131,7 +131,7 @@ class Engine:
         self._waiting = left
         return taken
 
-    def _step(self, batch: Batch, joining: list[Job]) -> None:
+    def _step(self, batch: Batch, joining: list[Generation]) -> None:
         if joining:
             batch.join(joining)
         started, before = time.perf_counter(), len(batch)

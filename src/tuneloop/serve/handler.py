@@ -19,7 +19,7 @@ from tuneloop.http import error
 from tuneloop.models import render_prompt
 from tuneloop.serve.catalog import ModelNotFound, Target
 from tuneloop.serve.engine import Overloaded
-from tuneloop.serve.job import Job, Sampling
+from tuneloop.serve.generation import Generation, Sampling
 from tuneloop.serve.schemas import ChatRequest, CompletionRequest
 
 
@@ -66,7 +66,7 @@ class Generate:
         record["prompt_tokens"] = len(ids)
 
         events: asyncio.Queue = asyncio.Queue()
-        job = Job(ids, limit, _handoff(events), Sampling(body.temperature, body.top_p, body.seed), body.stop or [], target.adapter)
+        job = Generation(ids, limit, _handoff(events), Sampling(body.temperature, body.top_p, body.seed), body.stop or [], target.adapter)
         try:
             target.engine.submit(job)
         except Overloaded as err:
@@ -112,7 +112,7 @@ class Generate:
             messages.insert(0, {"role": "system", "content": target.system_prompt})
         return render_prompt(target.engine.tokenizer, messages), sources
 
-    async def _events(self, job: Job, events: asyncio.Queue, deadline: float) -> AsyncIterator[str]:
+    async def _events(self, job: Generation, events: asyncio.Queue, deadline: float) -> AsyncIterator[str]:
         """Text deltas as they come; ends when the job is done, failed or out of time (job.finish_reason says)."""
         try:
             while True:
@@ -132,7 +132,7 @@ class Generate:
             if not job.finished:
                 job.cancelled = True  # the client went away: stop generating for it
 
-    async def _stream(self, body, job: Job, events, record, started, deadline, rid, sources) -> AsyncIterator[str]:
+    async def _stream(self, body, job: Generation, events, record, started, deadline, rid, sources) -> AsyncIterator[str]:
         created = int(time.time())
 
         def chunk(choice: dict, **extra) -> str:
@@ -160,7 +160,7 @@ class Generate:
             return {"index": 0, **content, "finish_reason": finish, "logprobs": None}
         return {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
 
-    def _done(self, record: dict, job: Job, started: float) -> None:
+    def _done(self, record: dict, job: Generation, started: float) -> None:
         record.update(status=200, latency_ms=(time.perf_counter() - started) * 1000, completion_tokens=len(job.tokens),
                       response=job.text, ttft_ms=((job.first_token_at or started) - started) * 1000)
         self._record(record)
@@ -197,6 +197,6 @@ def _handoff(events: asyncio.Queue):
     return emit
 
 
-def _usage(job: Job) -> dict[str, int]:
+def _usage(job: Generation) -> dict[str, int]:
     return {"prompt_tokens": len(job.prompt_ids), "completion_tokens": len(job.tokens),
             "total_tokens": len(job.prompt_ids) + len(job.tokens)}

@@ -20,15 +20,14 @@ import torch
 from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file, load_model, save_model
 
-PREFIX = "step-"
-
+from tuneloop.layout import Checkpoint, Checkpoints
 
 def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, records: list[dict]) -> Path:
+    """Write the checkpoint of `step` under `root` (a run's checkpoints folder); returns its folder."""
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{PREFIX}{step:07d}"
-    tmp = root / f".{final.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_weights(model, tmp / "weights")
+    final, tmp = Checkpoints(root).at(step), Checkpoints(root).temporary(step)
+    shutil.rmtree(tmp.path, ignore_errors=True)
+    save_weights(model, tmp.weights)
     torch.save({
         "step": step,
         "optimizer": optimizer.state_dict(),
@@ -36,21 +35,22 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, records:
         "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
         "records": records,
-    }, tmp / "state.pt")
-    shutil.rmtree(final, ignore_errors=True)  # a re-run of the same step replaces it whole
-    os.replace(tmp, final)
-    return final
+    }, tmp.state)
+    shutil.rmtree(final.path, ignore_errors=True)  # a re-run of the same step replaces it whole
+    os.replace(tmp.path, final.path)
+    return final.path
 
 
 def latest_checkpoint(root: Path) -> Path | None:
-    done = sorted(p for p in root.glob(f"{PREFIX}*") if p.is_dir() and (p / "state.pt").is_file()) if root.is_dir() else []
-    return done[-1] if done else None
+    done = Checkpoints(root).complete()
+    return done[-1].path if done else None
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[dict]]:
     """Restore everything a checkpoint holds; returns (step, metric records so far)."""
-    load_weights(model, path / "weights")
-    state = torch.load(path / "state.pt", weights_only=False)  # our own file: it holds RNG tuples
+    checkpoint = Checkpoint(path)
+    load_weights(model, checkpoint.weights)
+    state = torch.load(checkpoint.state, weights_only=False)  # our own file: it holds RNG tuples
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"]["torch"])
@@ -77,21 +77,21 @@ def load_weights(model, folder: Path) -> None:
 
 
 def mark_best(root: Path, step: int, val_loss: float) -> None:
-    (root / "best.json").write_text(json.dumps({"step": step, "val_loss": val_loss}))
+    Checkpoints(root).best_marker.write_text(json.dumps({"step": step, "val_loss": val_loss}))
 
 
 def best_checkpoint(root: Path) -> Path | None:
-    marker = root / "best.json"
+    marker = Checkpoints(root).best_marker
     if not marker.is_file():
         return None
-    path = root / f"{PREFIX}{json.loads(marker.read_text())['step']:07d}"
+    path = Checkpoints(root).at(json.loads(marker.read_text())["step"]).path
     return path if path.is_dir() else None
 
 
 def prune(root: Path, keep_last: int) -> None:
     """Delete all but the last `keep_last` checkpoints and the best one."""
     best = best_checkpoint(root)
-    done = sorted(p for p in root.glob(f"{PREFIX}*") if p.is_dir())
+    done = [c.path for c in Checkpoints(root).all()]
     for path in done[:-keep_last] if keep_last else done:
         if path != best:
             shutil.rmtree(path)

@@ -9,16 +9,19 @@ margin and the share of pairs whose chosen answer out-scores the rejected one (r
 
 from __future__ import annotations
 
+import copy
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from peft import PeftModel
 
 from tuneloop.artifacts import read_jsonl
 from tuneloop.config import TrainConfig
 from tuneloop.errors import TuneloopError
+from tuneloop.layout import DataDir
 from tuneloop.models import encode_chat
 from tuneloop.models.chat import Encoded
 from tuneloop.train.batching import batches, collate, to_device
@@ -36,16 +39,21 @@ class Pair:
 class Dpo:
     rows_per_example = 2  # a pair is two sequences in one forward pass
 
-    def __init__(self, tokenizer, data_dir: Path, cfg: TrainConfig, frozen_reference=None):
+    def __init__(self, tokenizer, data_dir: Path, cfg: TrainConfig):
         self.cfg = cfg
         self.pad_id = tokenizer.pad_token_id
-        self.frozen = frozen_reference
-        self.train_set = _encode(tokenizer, data_dir / "train.jsonl", cfg.max_seq_len)
+        self.frozen = None  # the reference when the model has no adapters to switch off (see attach)
+        self.train_set = _encode(tokenizer, DataDir(data_dir).train, cfg.max_seq_len)
         if not self.train_set:
-            raise TuneloopError(f"{data_dir / 'train.jsonl'}: no preference pairs with answer tokens within max_seq_len={cfg.max_seq_len}")
-        val = data_dir / "val.jsonl"
+            raise TuneloopError(f"{DataDir(data_dir).train}: no preference pairs with answer tokens within max_seq_len={cfg.max_seq_len}")
+        val = DataDir(data_dir).val
         self.val_set = _encode(tokenizer, val, cfg.max_seq_len) if val.is_file() else []
         self.truncated = sum(p.chosen.truncated or p.rejected.truncated for p in self.train_set)
+
+    def attach(self, model) -> None:
+        """Full fine-tuning has no adapters to switch off: keep a frozen copy of the starting model as the reference."""
+        if not isinstance(model, PeftModel):
+            self.frozen = copy.deepcopy(model).eval().requires_grad_(False)
 
     def stats(self) -> dict:
         sequences = [e for p in self.train_set for e in (p.chosen, p.rejected)]

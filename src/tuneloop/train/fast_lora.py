@@ -10,16 +10,15 @@ the input (which q/k/v and gate/up share, so it is kept once) in the backward pa
 The maths is peft's: the same forward value and the same gradients given the same mask (tested), and a
 keep probability within 1/65536 of 1 - p. Used for training only, where every dtype matches and no
 autocast is active (fp32 on CPU); other cases (bf16 autocast, DoRA, 4-bit bases, several active
-adapters) keep peft's own forward.
+adapters) keep peft's own forward. Which layers and which calls qualify is peft-internal: tuneloop/compat.py.
 """
 
 from __future__ import annotations
 
-import types
-
 import torch
 import torch.nn.functional as F
-from peft.tuners.lora.layer import Linear as LoraLinear
+
+from tuneloop import compat
 
 LEVELS = 1 << 16
 
@@ -69,27 +68,14 @@ class LoraFunction(torch.autograd.Function):
 def use_fast_lora(model) -> int:
     """Give every plain LoRA linear layer of `model` the fused training forward; returns how many."""
     patched = 0
-    for module in model.modules():
-        if isinstance(module, LoraLinear) and type(module.get_base_layer()) is torch.nn.Linear:
-            module.forward = types.MethodType(_forward, module)
-            patched += 1
+    for layer in compat.plain_lora_layers(model):
+        compat.replace_forward(layer, _forward)
+        patched += 1
     return patched
 
 
-_peft_forward = LoraLinear.forward
-
-
-def _forward(self: LoraLinear, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    adapter = self.active_adapters[0] if len(self.active_adapters) == 1 else None
-    base = self.get_base_layer()
-    if (
-        adapter is None or args or kwargs or not self.training or not torch.is_grad_enabled() or self.disable_adapters
-        or self.merged or adapter not in self.lora_A or self.use_dora.get(adapter) or adapter in self.lora_variant
-        or torch.is_autocast_enabled(x.device.type) or base.weight.requires_grad
-        or not x.dtype == base.weight.dtype == self.lora_A[adapter].weight.dtype
-    ):
-        return _peft_forward(self, x, *args, **kwargs)
-    dropout = self.lora_dropout[adapter]
-    p = dropout.p if isinstance(dropout, torch.nn.Dropout) else 0.0
-    return LoraFunction.apply(x, base.weight, base.bias, self.lora_A[adapter].weight, self.lora_B[adapter].weight,
-                              self.scaling[adapter], p)
+def _forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    parts = compat.lora_training_parts(self, x, args, kwargs)
+    if parts is None:
+        return compat.peft_lora_forward(self, x, *args, **kwargs)
+    return LoraFunction.apply(x, *parts)

@@ -19,6 +19,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from tuneloop.config import TrainConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.models.resolve import resolve_model
+from tuneloop.train.methods import method_for
 
 GiB = 1024**3
 RUNTIME_BYTES = 0.7 * GiB  # python + torch + transformers (CPU RSS) or the CUDA context
@@ -58,20 +59,12 @@ def estimate(model_name: str, cfg: TrainConfig, device: torch.device, bf16: bool
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     params = sum(p.numel() for p in model.parameters())
-    trainable = params if cfg.method == "full" else _adapter_params(model, cfg)
+    method = method_for(cfg)
+    trainable = method.trainable(model, cfg)
     available = cfg.memory_limit_gb * GiB if cfg.memory_limit_gb else _available_bytes(device)
 
     act_bytes = 2 if bf16 else 4
-    if cfg.method == "qlora":  # 4-bit linear weights (+ scales), embeddings and norms in 16 bits
-        linear = _linear_params(model)
-        weights = linear * 0.55 + (params - linear) * 2
-    elif cfg.method == "full":
-        weights = params * 4
-    else:
-        weights = params * act_bytes
-    state = trainable * (4 + 8) + (trainable * 4 if cfg.method != "full" else 0)  # grads + AdamW (+ fp32 adapters)
-    if cfg.method == "dora":  # DoRA recomputes each adapted weight's norm: weight-sized temporaries kept for backward
-        state += _linear_params(model) * 4 * act_bytes
+    weights, state = method.memory(model, cfg, act_bytes)
 
     tokens = cfg.batch_size * rows_per_example * min(longest, cfg.max_seq_len)
     hidden, layers = config.hidden_size, config.num_hidden_layers
@@ -115,26 +108,6 @@ def measure_speed(step, micro_batches: int = 3) -> float:
     for _ in range(micro_batches):
         step()
     return (time.perf_counter() - tick) / micro_batches
-
-
-def _linear_params(model) -> int:
-    head = model.get_output_embeddings()
-    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head)
-
-
-def _adapter_params(model, cfg: TrainConfig) -> int:
-    """LoRA A and B for every targeted linear layer (+ one magnitude vector each for DoRA)."""
-    head = model.get_output_embeddings()
-    targets = cfg.lora.target_modules
-    total = 0
-    for name, module in model.named_modules():
-        if not isinstance(module, torch.nn.Linear) or module is head:
-            continue
-        if targets != "all-linear" and name.rsplit(".", 1)[-1] not in targets:
-            continue
-        total += cfg.lora.r * (module.in_features + module.out_features)
-        total += module.out_features if cfg.method == "dora" else 0
-    return total
 
 
 def _available_bytes(device: torch.device) -> float:

@@ -15,6 +15,7 @@ import torch
 from tuneloop.artifacts import read_jsonl
 from tuneloop.config import TrainConfig
 from tuneloop.errors import TuneloopError
+from tuneloop.layout import DataDir
 from tuneloop.models import encode_chat
 from tuneloop.models.chat import IGNORE, Encoded
 from tuneloop.train.batching import batches, collate, to_device
@@ -27,12 +28,15 @@ class Sft:
     def __init__(self, tokenizer, data_dir: Path, cfg: TrainConfig):
         self.cfg = cfg
         self.pad_id = tokenizer.pad_token_id
-        self.train_set = _encode(tokenizer, data_dir / "train.jsonl", cfg)
-        val = data_dir / "val.jsonl"
+        self.train_set = _encode(tokenizer, DataDir(data_dir).train, cfg)
+        val = DataDir(data_dir).val
         self.val_set = _encode(tokenizer, val, cfg) if val.is_file() else []
         if not self.train_set:
-            raise TuneloopError(f"{data_dir / 'train.jsonl'}: no training examples with answer tokens")
+            raise TuneloopError(f"{DataDir(data_dir).train}: no training examples with answer tokens")
         self.truncated = sum(e.truncated for e in self.train_set)
+
+    def attach(self, model) -> None:
+        """Nothing to keep: SFT needs no reference model."""
 
     def stats(self) -> dict:
         return {

@@ -10,7 +10,6 @@ data-parallel (see distributed.py).
 
 from __future__ import annotations
 
-import copy
 import math
 import resource
 import shutil
@@ -24,16 +23,16 @@ from transformers import get_scheduler, set_seed
 from tuneloop.artifacts import read_manifest, write_manifest
 from tuneloop.config import ModelConfig, TrainConfig
 from tuneloop.errors import TuneloopError
+from tuneloop.layout import Checkpoint, DataDir, TrainDir
 from tuneloop.models import load_tokenizer
 from tuneloop.train.checkpoint import best_checkpoint, latest_checkpoint, load_checkpoint, load_weights, mark_best, prune, save_checkpoint
 from tuneloop.train.distributed import World
-from tuneloop.train.dpo import Dpo
 from tuneloop.train.early_stop import EarlyStop
 from tuneloop.train.methods import build_model, placement, trainable_parameters
-from tuneloop.train.monitor import MetricsLog
+from tuneloop.train.objectives import Objective, build_objective
 from tuneloop.train.plots import plot_losses
 from tuneloop.train.preflight import estimate, measure_speed
-from tuneloop.train.sft import Sft
+from tuneloop.train.tracking import MetricsLog
 from tuneloop.ui import console, progress
 
 
@@ -51,7 +50,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, r
 
     # --- setup -------------------------------------------------------------------------------
     tokenizer = load_tokenizer(model_cfg.name)
-    objective = Dpo(tokenizer, data_dir, cfg) if cfg.objective == "dpo" else Sft(tokenizer, data_dir, cfg)
+    objective = build_objective(tokenizer, data_dir, cfg)
     if objective.truncated:
         say(f"[yellow]warning:[/] {objective.truncated} training example(s) longer than max_seq_len={cfg.max_seq_len} were truncated")
     data = objective.stats()
@@ -65,8 +64,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, r
         say("[yellow]gradient checkpointing on[/]: the run would not fit without it (about 20% slower)")
         cfg = cfg.model_copy(update={"gradient_checkpointing": True})
     model = build_model(model_cfg, cfg, where)
-    if cfg.objective == "dpo" and cfg.method == "full":  # no adapters to switch off: keep a frozen copy
-        objective.frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    objective.attach(model)
     params = trainable_parameters(model)
     if dry_run:
         return _dry_run(objective, model, plan, total_steps * micro_per_step * cfg.batch_size, data, world, where, say)
@@ -79,11 +77,12 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, r
         f"{' (bf16)' if where.bf16 else ''}")
 
     # --- loop --------------------------------------------------------------------------------
-    checkpoints = out / "checkpoints"
+    run = TrainDir(out)
+    checkpoints = run.checkpoints.root
     done, records = _resume(checkpoints, model, optimizer, scheduler, say) if resume else (0, [])
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
-    log = MetricsLog(out, records, cfg.tensorboard) if world.main else None
+    log = MetricsLog(run, records, cfg.tensorboard) if world.main else None
     watch = EarlyStop(cfg.early_stopping, records)
     checkpointing = world.main and bool(cfg.save_every or cfg.early_stopping.patience)
     stream = _micro_batches(objective, skip=done * micro_per_step)
@@ -118,21 +117,21 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, r
                "loop_s": round(time.perf_counter() - loop_started, 2),
                "precision": "bf16" if where.bf16 else "fp32", "world_size": world.size}
     if world.main:
-        weights = out / ("adapter" if isinstance(model, PeftModel) else "model")
+        weights = run.weights_for(adapter=isinstance(model, PeftModel))
         best = _export(model, tokenizer, checkpoints if cfg.early_stopping.patience else None, weights)
-        summary["best_step"] = int(best.name.removeprefix("step-")) if best else None
+        summary["best_step"] = Checkpoint(best).step if best else None
         log.close()
-        plot_losses(records, out / "loss.png")
+        plot_losses(records, run.loss_plot)
         write_manifest(
-            out, "train", cfg, inputs={"train": data_dir / "train.jsonl"},
-            outputs=[weights, log.path, out / "loss.png"], seed=cfg.seed, started=started,
+            out, "train", cfg, inputs={"train": DataDir(data_dir).train},
+            outputs=[weights, run.metrics, run.loss_plot], seed=cfg.seed, started=started,
             parent=data_dir, extra={"model": model_cfg.model_dump(), "summary": summary, "task": _task_of(data_dir)},
         )
     world.close()
     return summary
 
 
-def _optimizer_step(objective, model, group: list[dict], params: list, optimizer, scheduler, cfg: TrainConfig, world, where) -> dict:
+def _optimizer_step(objective: Objective, model, group: list[dict], params: list, optimizer, scheduler, cfg: TrainConfig, world, where) -> dict:
     """Forward/backward over this rank's micro-batches, sum gradients over ranks, clip, step."""
     tick = time.perf_counter()
     stats = objective.step(model, group, world, where)
@@ -148,7 +147,7 @@ def _optimizer_step(objective, model, group: list[dict], params: list, optimizer
     return {**stats, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm, "tokens_per_s": tokens / (time.perf_counter() - tick)}
 
 
-def _micro_batches(objective, skip: int = 0):
+def _micro_batches(objective: Objective, skip: int = 0):
     """Endless stream of collated micro-batches, reshuffled every epoch; the first `skip` are passed
     over without collating (a resumed run continues at the same place in the same order)."""
     epoch = 0
@@ -167,7 +166,7 @@ def _scheduler(cfg: TrainConfig, optimizer, total_steps: int):
     return get_scheduler(name, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps), num_training_steps=total_steps)
 
 
-def _dry_run(objective, model, plan, examples_total: int, data: dict, world, where, say) -> dict:
+def _dry_run(objective: Objective, model, plan, examples_total: int, data: dict, world, where, say) -> dict:
     """Time a few real micro-batches (forward + backward, no update) to estimate the run's duration."""
     first = objective.batches(0)[0]
     batch = objective.collate(first)
@@ -182,7 +181,7 @@ def _export(model, tokenizer, checkpoints: Path | None, target: Path) -> Path | 
     stopping chose one, else the current weights. Returns the best checkpoint used, if any."""
     best = best_checkpoint(checkpoints) if checkpoints is not None else None
     if best is not None:
-        load_weights(model, best / "weights")
+        load_weights(model, Checkpoint(best).weights)
     shutil.rmtree(target, ignore_errors=True)
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)

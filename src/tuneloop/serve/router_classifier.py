@@ -24,7 +24,7 @@ from tuneloop.artifacts import MANIFEST, jsonl_objects, write_manifest
 from tuneloop.errors import TuneloopError
 
 if TYPE_CHECKING:
-    from tuneloop.serve.router import RouterConfig
+    from tuneloop.serve.router_config import RouterConfig
 
 MODEL_FILE = "classifier.joblib"
 EMBEDDER = "all-MiniLM-L6-v2"

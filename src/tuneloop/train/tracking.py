@@ -1,25 +1,26 @@
-"""Training metrics as they happen: metrics.jsonl (one JSON line per optimizer step) and TensorBoard.
+"""Training metrics as they happen: the run's metrics file (one JSON line per optimizer step) and TensorBoard.
 
-A resumed run rewrites metrics.jsonl to the checkpoint's history, so steps that were lost with the
+A resumed run rewrites the metrics file to the checkpoint's history, so steps that were lost with the
 killed process never appear twice; TensorBoard is told to purge them the same way.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+
+from tuneloop.layout import TrainDir
 
 
 class MetricsLog:
-    def __init__(self, out: Path, history: list[dict], tensorboard: bool):
-        self.path = out / "metrics.jsonl"
+    def __init__(self, run: TrainDir, history: list[dict], tensorboard: bool):
+        self.path = run.metrics
         self.path.write_text("".join(json.dumps(r) + "\n" for r in history))
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             resumed_at = history[-1]["step"] + 1 if history else None
-            self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=resumed_at)
+            self.writer = SummaryWriter(str(run.tensorboard), purge_step=resumed_at)
 
     def write(self, record: dict) -> None:
         with open(self.path, "a") as handle:

@@ -1,6 +1,6 @@
 """One generation request inside the engine: its prompt, sampling settings, and the text it has produced.
 
-The engine thread feeds a job one token at a time (`Job.add`); the job turns tokens into text deltas,
+The engine thread feeds a generation one token at a time (`Generation.add`); it turns tokens into text deltas,
 applies stop strings without ever sending a partial stop string, and reports events through `emit`,
 which the HTTP side hands over to its event loop.
 """
@@ -23,7 +23,7 @@ class AdapterRef:
     dora: bool = False
 
 
-def dora_key(job: Job) -> str | None:
+def dora_key(job: Generation) -> str | None:
     """The DoRA adapter a job needs (PEFT cannot mix DoRA adapters in a batch); None for LoRA or the base."""
     return job.adapter.key if job.adapter and job.adapter.dora else None
 
@@ -43,10 +43,10 @@ class Sampling:
 
 
 @dataclass
-class Job:
+class Generation:
     prompt_ids: list[int]
     max_tokens: int
-    emit: Callable[[str, Any], None]  # ("delta", text) ... then ("done", Job) or ("error", message)
+    emit: Callable[[str, Any], None]  # ("delta", text) ... then ("done", Generation) or ("error", message)
     sampling: Sampling = field(default_factory=Sampling)
     stop: list[str] = field(default_factory=list)
     adapter: AdapterRef | None = None

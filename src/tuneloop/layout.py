@@ -1,0 +1,232 @@
+"""Run folders: the one place that spells the names of the files inside a stage's output folder.
+
+Stages hand off through these folders, so a name is part of a contract: the train stage reads what the
+data stage wrote, the jobs worker follows a training run's metrics and checkpoints, serving loads a train
+run's weights. Every reader and writer goes through the classes here (tests/test_layout.py checks that no
+other module spells one of these names), so renaming a file is a change in one place.
+
+    data/      train.jsonl val.jsonl test.jsonl rejected.jsonl report.json report.html (+ plots, review)
+    train/     adapter/ | model/   metrics.jsonl loss.png tensorboard/
+               checkpoints/step-0000042/{weights/, state.pt}  checkpoints/best.json
+    eval/      results.json samples.jsonl report.html (+ plots)   ab/{ab.csv, ab.html, ab_key.json}
+    export/    model/ model.gguf
+    monitor/   report.json report.html timeseries.png
+    a job:     data/ validation/ train/ config.yaml train.log
+    a pipeline run: data/ train/ eval/ monitor/ (and for the loop: feedback.jsonl, eval-production/)
+
+Each folder also holds the stage's `manifest.json` (artifacts.py).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+SPLITS = ("train", "val", "test")
+
+
+def _at(name: str, doc: str = "") -> property:
+    """A file or folder of the run folder (`self.root`), by name."""
+    return property(lambda self: self.root / name, doc=doc or None)
+
+
+def _in(name: str, doc: str = "") -> property:
+    """A file or folder of one checkpoint (`self.path`), by name."""
+    return property(lambda self: self.path / name, doc=doc or None)
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """What `tuneloop data prepare` writes."""
+
+    root: Path
+
+    def split(self, name: str) -> Path:
+        """train, val, test or rejected."""
+        return self.root / f"{name}.jsonl"
+
+    train = _at("train.jsonl")
+    val = _at("val.jsonl")
+    test = _at("test.jsonl")
+    rejected = _at("rejected.jsonl", "Every dropped row with its file, line, rule and reason.")
+    spool = _at(".kept.jsonl.tmp", "Kept rows while the stage runs, before they are split (removed at the end).")
+    report = _at("report.json")
+    report_html = _at("report.html")
+    lengths_plot = _at("token_lengths.png")
+    labels_plot = _at("labels.png")
+    review_csv = _at("review.csv")
+    review_html = _at("review.html")
+
+
+CHECKPOINT = re.compile(r"step-(\d+)")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One complete checkpoint folder of a training run."""
+
+    path: Path
+
+    @property
+    def step(self) -> int:
+        return int(CHECKPOINT.fullmatch(self.path.name)[1])
+
+    weights = _in("weights")
+    state = _in("state.pt", "Step, optimizer, scheduler, RNG and metric records.")
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """`train/checkpoints/`: one folder per saved step, and a marker naming the best one."""
+
+    root: Path
+
+    def at(self, step: int) -> Checkpoint:
+        return Checkpoint(self.root / f"step-{step:07d}")
+
+    def temporary(self, step: int) -> Checkpoint:
+        """Where a checkpoint is written before it is renamed into place (never picked by resume)."""
+        return Checkpoint(self.root / f".{self.at(step).path.name}.tmp")
+
+    def all(self) -> list[Checkpoint]:
+        """Checkpoint folders, oldest first (complete or not)."""
+        if not self.root.is_dir():
+            return []
+        return [Checkpoint(p) for p in sorted(self.root.iterdir()) if p.is_dir() and CHECKPOINT.fullmatch(p.name)]
+
+    def complete(self) -> list[Checkpoint]:
+        return [c for c in self.all() if c.state.is_file()]
+
+    best_marker = _at("best.json")
+
+
+@dataclass(frozen=True)
+class TrainDir:
+    """What `tuneloop train` writes."""
+
+    root: Path
+
+    adapter = _at("adapter", "A PEFT adapter folder (LoRA, DoRA, QLoRA runs).")
+    model = _at("model", "A full model folder (full fine-tuning runs).")
+
+    def weights_for(self, adapter: bool) -> Path:
+        return self.adapter if adapter else self.model
+
+    def weights(self) -> Path | None:
+        """What the run produced: its adapter folder, or its model folder; None before it finished."""
+        return next((p for p in (self.adapter, self.model) if p.is_dir()), None)
+
+    metrics = _at("metrics.jsonl", "One JSON line per optimizer step.")
+    loss_plot = _at("loss.png")
+    tensorboard = _at("tensorboard")
+
+    @property
+    def checkpoints(self) -> Checkpoints:
+        return Checkpoints(self.root / "checkpoints")
+
+
+@dataclass(frozen=True)
+class EvalDir:
+    """What `tuneloop eval` writes."""
+
+    root: Path
+
+    results = _at("results.json")
+    samples = _at("samples.jsonl", "Every input, every system's output and scores.")
+    report_html = _at("report.html")
+    metrics_plot = _at("metrics.png")
+    lengths_plot = _at("lengths.png")
+
+    def confusion_plot(self, field: str) -> Path:
+        return self.root / f"confusion_{re.sub(r'[^A-Za-z0-9_.-]', '_', field)}.png"
+
+    @property
+    def ab(self) -> AbDir:
+        return AbDir(self.root / "ab")
+
+
+@dataclass(frozen=True)
+class AbDir:
+    """A blind A/B review (`tuneloop eval ab-export`): the form, and the key that unblinds it."""
+
+    root: Path
+
+    csv = _at("ab.csv")
+    html = _at("ab.html")
+    key = _at("ab_key.json")
+
+
+@dataclass(frozen=True)
+class ExportDir:
+    """What `tuneloop export` writes."""
+
+    root: Path
+
+    model = _at("model")
+    gguf = _at("model.gguf")
+
+
+@dataclass(frozen=True)
+class MonitorDir:
+    """What `tuneloop monitor report` writes."""
+
+    root: Path
+
+    report = _at("report.json")
+    report_html = _at("report.html")
+    timeseries_plot = _at("timeseries.png")
+
+
+@dataclass(frozen=True)
+class JobDir:
+    """One fine-tuning job's folder: its prepared data, its training run, its config and log."""
+
+    root: Path
+
+    @property
+    def data(self) -> DataDir:
+        return DataDir(self.root / "data")
+
+    @property
+    def validation(self) -> DataDir:
+        """The job's validation file, prepared on its own."""
+        return DataDir(self.root / "validation")
+
+    @property
+    def train(self) -> TrainDir:
+        return TrainDir(self.root / "train")
+
+    config = _at("config.yaml")
+    log = _at("train.log")
+
+
+@dataclass(frozen=True)
+class PipelineDir:
+    """`tuneloop run`, `loop` and `demo`: one folder per stage."""
+
+    root: Path
+
+    @property
+    def data(self) -> DataDir:
+        return DataDir(self.root / "data")
+
+    @property
+    def train(self) -> TrainDir:
+        return TrainDir(self.root / "train")
+
+    @property
+    def eval(self) -> EvalDir:
+        return EvalDir(self.root / "eval")
+
+    @property
+    def eval_production(self) -> EvalDir:
+        """The loop's evaluation of the production version on the same test split."""
+        return EvalDir(self.root / "eval-production")
+
+    @property
+    def monitor(self) -> MonitorDir:
+        return MonitorDir(self.root / "monitor")
+
+    feedback = _at("feedback.jsonl", "The loop's feedback export, the round's extra training data.")
