@@ -7,11 +7,12 @@ other module spells one of these names), so renaming a file is a change in one p
 
     data/      train.jsonl val.jsonl test.jsonl rejected.jsonl report.json report.html (+ plots, review)
     train/     adapter/ | model/   metrics.jsonl loss.png tensorboard/
-               checkpoints/step-0000042/{weights/, state.pt}  checkpoints/best.json
+               checkpoints/step-0000042/{weights/, state.json, state.safetensors}  checkpoints/best.json
     eval/      results.json samples.jsonl report.html (+ plots)   ab/{ab.csv, ab.html, ab_key.json}
     export/    model/ model.gguf
     monitor/   report.json report.html timeseries.png
-    a job:     data/ validation/ train/ config.yaml train.log
+    a router classifier: classifier.safetensors classifier.json
+    a job:     data/ validation/ train/ config.yaml train.log   (under TUNELOOP_HOME/jobs/ID; uploads in files/ID/)
     a pipeline run: data/ train/ eval/ monitor/ (and for the loop: feedback.jsonl, eval-production/)
 
 Each folder also holds the stage's `manifest.json` (artifacts.py).
@@ -74,7 +75,9 @@ class Checkpoint:
         return int(CHECKPOINT.fullmatch(self.path.name)[1])
 
     weights = _in("weights")
-    state = _in("state.pt", "Step, optimizer, scheduler, RNG and metric records.")
+    state = _in("state.json", "Step, scheduler, RNG and metric records, and the optimizer's settings.")
+    tensors = _in("state.safetensors", "The optimizer's moments and the RNG states.")
+    legacy_state = _in("state.pt", "What tuneloop before 0.2 wrote instead: a pickle, never loaded.")
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,16 @@ class MonitorDir:
 
 
 @dataclass(frozen=True)
+class ClassifierDir:
+    """What `tuneloop route train` writes: a router's classifier as arrays and JSON."""
+
+    root: Path
+    weights = _at("classifier.safetensors", "The logistic regression's coefficients and intercepts.")
+    labels = _at("classifier.json", "The labels (rows of the coefficients) and the embedder.")
+    legacy = _at("classifier.joblib", "What tuneloop before 0.2 wrote instead: a pickle, never loaded.")
+
+
+@dataclass(frozen=True)
 class JobDir:
     """One fine-tuning job's folder: its prepared data, its training run, its config and log."""
 
@@ -200,6 +213,20 @@ class JobDir:
 
     config = _at("config.yaml")
     log = _at("train.log")
+
+
+@dataclass(frozen=True)
+class HomeDir:
+    """What the server keeps under TUNELOOP_HOME for the jobs API: uploaded files and jobs, each by its id."""
+
+    root: Path
+
+    def file(self, file_id: str, jsonl: bool) -> Path:
+        """An upload's bytes (training data is always stored as JSONL); its folder holds nothing else."""
+        return self.root / "files" / file_id / ("data.jsonl" if jsonl else "content")
+
+    def job(self, job_id: str) -> JobDir:
+        return JobDir(self.root / "jobs" / job_id)
 
 
 @dataclass(frozen=True)

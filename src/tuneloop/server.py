@@ -45,7 +45,8 @@ class ServeOptions:
     router: Path | None = None  # YAML: a model name that picks one of several models by the request's content
     knowledge: dict[str, Path] = field(default_factory=dict)  # served name -> knowledge base dir (`tuneloop rag index`)
     knowledge_k: int = 3  # chunks put into each prompt
-    jobs: bool = True  # the fine-tuning jobs API and a worker that runs the jobs
+    jobs: bool = True  # the fine-tuning jobs API (and, with run_jobs, a worker that runs the jobs)
+    run_jobs: bool = True  # off: serve the jobs API but leave running the jobs to another server on the same database
     launcher: str | None = None  # e.g. "accelerate launch --num_processes 4" for multi-GPU jobs
 
 
@@ -68,7 +69,7 @@ def build_app(options: ServeOptions) -> tuple[FastAPI, Catalog]:
         RequestLog(store=requests) if options.request_log == "registry" else RequestLog(path=Path(options.request_log)))
     stages = JobStages(registry)
     routers = [jobs_router(jobs, stages)] if jobs is not None else []
-    background = [Worker(jobs, stages, launcher=options.launcher)] if jobs is not None else []
+    background = [Worker(jobs, stages, launcher=options.launcher)] if jobs is not None and options.run_jobs else []
     app = create_app(catalog, api_keys=options.api_keys, limits=options.limits, request_log=sink, feedback=requests,
                      routers=routers, background=background)
     return app, catalog

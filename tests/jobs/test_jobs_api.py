@@ -74,7 +74,7 @@ def test_cancel_a_running_job(setup):
     with serve(setup) as url:
         api = client(url)
         uploaded = api.files.create(file=setup["train"].open("rb"), purpose="fine-tune")
-        job = api.fine_tuning.jobs.create(model=setup["model"], training_file=uploaded.id, hyperparameters={"n_epochs": 500})
+        job = api.fine_tuning.jobs.create(model=setup["model"], training_file=uploaded.id, hyperparameters={"n_epochs": 100})
         wait_for(api, job.id, {"running"})
         while not any(e.type == "metrics" for e in api.fine_tuning.jobs.list_events(job.id, limit=50).data):
             time.sleep(0.3)  # training is under way
@@ -104,7 +104,7 @@ def test_a_file_that_fails_validation_fails_its_job_with_the_report(setup):
 def test_jobs_survive_a_restart(setup):
     # Queued while no server runs, and one left "running" by a worker that died.
     store = JobStore(setup["url"])
-    file_id = store.add_file("train.jsonl", "fine-tune", setup["train"].read_bytes(), "processed", None)["id"]
+    file_id = store.add_file(store.stage_file(setup["train"].read_bytes(), "fine-tune"), "train.jsonl", "fine-tune", "processed", None)["id"]
     fields = dict(model=setup["model"], training_file=file_id, validation_file=None, suffix=None, seed=0,
                   hyperparameters={**HP, "learning_rate_multiplier": 1.0}, method={"type": "supervised"})
     queued, orphan = store.create_job(**fields), store.create_job(**fields)

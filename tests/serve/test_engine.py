@@ -97,3 +97,37 @@ def test_a_full_queue_refuses(tiny_model_dir):
         for j in jobs:
             j.cancelled = True
         engine.stop()
+
+
+def _finish_all(engine: Engine, jobs: list[Generation], timeout: float = 60) -> None:
+    ended = threading.Semaphore(0)
+    for j in jobs:
+        previous = j.emit
+        j.emit = (lambda prev: lambda kind, payload: (prev(kind, payload), ended.release() if kind in ("done", "error") else None))(previous)
+        engine.submit(j)
+    for _ in jobs:
+        assert ended.acquire(timeout=timeout), "a request did not finish"
+
+
+def test_one_request_failing_to_sample_or_decode_fails_alone(engine):
+    good = [job(engine, p, max_tokens=6) for p in PROMPTS[:2]]
+    nan_sampling = job(engine, PROMPTS[2], max_tokens=6, temperature=1.0, seed=1)
+    nan_sampling.sampling.temperature = float("nan")  # past validation: softmax gives NaN, multinomial refuses
+
+    def explode(kind, payload):
+        if kind == "delta":
+            raise RuntimeError("client handler broke")
+
+    broken_emit = job(engine, PROMPTS[3], max_tokens=6)
+    broken_emit.emit = explode
+    _finish_all(engine, [*good, nan_sampling, broken_emit])
+    assert all(g.finish_reason in ("stop", "length") for g in good)
+    assert nan_sampling.finish_reason == "error" and broken_emit.finish_reason == "error"
+    for g, prompt in zip(good, PROMPTS[:2]):
+        assert g.tokens == reference(engine, prompt, 6)
+    assert run(engine, [job(engine, "after the failures")])[0].finish_reason in ("stop", "length")  # the engine goes on
+
+
+def test_a_seed_the_generator_refuses_fails_at_submission():
+    with pytest.raises((RuntimeError, OverflowError, ValueError)):
+        Generation([1, 2], 4, lambda *_: None, Sampling(temperature=1.0, seed=2**70))

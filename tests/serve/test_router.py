@@ -13,6 +13,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -147,7 +148,7 @@ def test_config_errors_for_files_and_classifiers(tmp_path):
     (tmp_path / "flat.yaml").write_text("name: x\n")
     with pytest.raises(TuneloopError, match="top-level 'router:' section"):
         Router.load(tmp_path / "flat.yaml")
-    with pytest.raises(TuneloopError, match="no classifier.joblib here"):
+    with pytest.raises(TuneloopError, match="no classifier.safetensors and classifier.json here"):
         Router.load(write_config(tmp_path, _broken(classifier="nowhere/")))
 
 
@@ -275,3 +276,33 @@ def test_trained_classifier_routes_at_least_85_percent_of_held_out_requests(tmp_
     assert {d.method for d in decisions} <= {"classifier", "fallback"}
     assert [d.route for d in decisions if d.method == "classifier"] == [p for p, d in zip(predicted, decisions) if d.method == "classifier"]
     assert sum(d.method == "classifier" for d in decisions) >= 20
+
+
+@pytest.mark.parametrize("n_labels", [2, 4])
+def test_saved_arrays_give_scikit_learns_probabilities(n_labels):
+    from tuneloop.serve.router_classifier import Classifier, _new_model
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(80, 16))
+    labels = np.array([f"route{i % n_labels}" for i in range(80)])
+    model = _new_model(0).fit(vectors + (np.arange(80) % n_labels)[:, None] * 0.3, labels)
+    ours = Classifier(Path("."), model.coef_, model.intercept_, [str(c) for c in model.classes_])
+    np.testing.assert_allclose(ours.probabilities(vectors), model.predict_proba(vectors), rtol=0, atol=1e-12)
+
+
+def test_an_old_pickled_classifier_is_refused_and_never_loaded(tmp_path):
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    (tmp_path / "router-model").mkdir()
+    (tmp_path / "router-model" / "classifier.joblib").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(TuneloopError, match="a pickle, which is never loaded"):
+        load_classifier(tmp_path / "router-model")
+    (tmp_path / "router-model" / "classifier.safetensors").write_bytes(pickle.dumps(Payload()))
+    (tmp_path / "router-model" / "classifier.json").write_text('{"labels": ["a", "b"]}')
+    with pytest.raises(TuneloopError, match="not a router classifier"):
+        load_classifier(tmp_path / "router-model")
+    assert not (tmp_path / "pwned").exists()

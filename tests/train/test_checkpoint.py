@@ -119,3 +119,35 @@ def test_schedules(tmp_path, data_dir, tiny_model_dir):
             assert lrs[1:] == [cfg.learning_rate] * 3
         else:
             assert lrs[-1] == 0.0 and lrs[1] > lrs[2] > lrs[3]
+
+
+class _Payload:
+    """A pickle that, when loaded, would write a file: what a hostile state.pt in a copied run folder does."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickled_state_in_a_run_folder_is_never_loaded(tmp_path, data_dir, tiny_model_dir):
+    cfg = TrainConfig(max_steps=2, batch_size=8, save_every=1, lora=LoraConfig(r=4, dropout=0.0))
+    train(cfg, ModelConfig(name=str(tiny_model_dir)), data_dir, tmp_path / "run")
+    marker = tmp_path / "pwned"
+    for checkpoint in (tmp_path / "run" / "checkpoints").glob("step-*"):
+        for name in ("state.json", "state.safetensors"):
+            (checkpoint / name).unlink()
+        torch.save({"step": 1, "records": [], "x": _Payload(marker)}, checkpoint / "state.pt")
+    with pytest.raises(TuneloopError, match="older tuneloop, whose checkpoint state is a pickle"):
+        train(cfg.model_copy(update={"max_steps": 4}), ModelConfig(name=str(tiny_model_dir)), data_dir, tmp_path / "run", resume=True)
+    assert not marker.exists()
+
+
+def test_a_corrupt_state_file_is_a_clear_error(tmp_path, data_dir, tiny_model_dir):
+    cfg = TrainConfig(max_steps=2, batch_size=8, save_every=1, lora=LoraConfig(r=4, dropout=0.0))
+    train(cfg, ModelConfig(name=str(tiny_model_dir)), data_dir, tmp_path / "run")
+    last = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    (last / "state.safetensors").write_bytes(b"\x80\x04not safetensors")
+    with pytest.raises(TuneloopError, match="unreadable checkpoint state"):
+        train(cfg.model_copy(update={"max_steps": 4}), ModelConfig(name=str(tiny_model_dir)), data_dir, tmp_path / "run", resume=True)

@@ -29,6 +29,7 @@ def serve_cmd(
     router: Annotated[Optional[Path], typer.Option("--router", help="Router YAML: one model name that picks a model per request.")] = None,
     knowledge: Annotated[Optional[list[str]], typer.Option("--knowledge", help="NAME=DIR: answer NAME's requests with context from this knowledge base (repeatable).")] = None,
     jobs: Annotated[bool, typer.Option(help="Serve the fine-tuning jobs API and run its jobs.")] = True,
+    run_jobs: Annotated[bool, typer.Option(help="Run queued jobs here (off: another server on the same database runs them).")] = True,
     launcher: Annotated[Optional[str], typer.Option(help="Run jobs under this launcher, e.g. 'accelerate launch --num_processes 4'.")] = None,
 ) -> None:
     """Serve models behind an OpenAI-compatible API: many adapters on one base, A/B routes, batching."""
@@ -43,7 +44,7 @@ def serve_cmd(
     _quiet_libraries()
     options = ServeOptions(models=model or [], base=base, registry=registry, routes=routes, api_keys=api_key or _env_keys(),
                            request_log=request_log, max_batch=max_batch, max_queue=max_queue,
-                           limits=Limits(max_tokens=max_tokens, timeout=timeout), jobs=jobs, launcher=launcher,
+                           limits=Limits(max_tokens=max_tokens, timeout=timeout), jobs=jobs, run_jobs=run_jobs, launcher=launcher,
                            router=router, knowledge=_pairs(knowledge or [], "--knowledge"))
     app, catalog = build_app(options)
     console.print(f"serving {', '.join(catalog.listing())} on http://{host}:{port}/v1 (base {catalog.base})")

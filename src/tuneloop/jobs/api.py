@@ -1,26 +1,32 @@
 """The OpenAI files and fine-tuning jobs routes, mounted on the serving app (same API keys).
 
-A file that fails validation is stored anyway (status "error", the report in status_details); a job
-that uses it fails with that report as its error. Jobs are only queued here; the worker runs them.
+Every parameter is bounded (ids, cursors, page sizes, hyperparameters). An uploaded file is stored under a
+server-made id (the uploader's name is metadata only) and checked before it is listed; one that fails
+the check is kept with status "error" and the report in status_details, and a job that names it fails
+with that report as its error. Jobs are only queued here; the worker runs them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
 from tuneloop.errors import TuneloopError
 from tuneloop.http import error
-from tuneloop.jobs.spec import JobRequest
+from tuneloop.jobs.spec import ID, JobRequest
 from tuneloop.jobs.stages import Stages
 from tuneloop.jobs.store import FINAL, JobStore, NotFound
 from tuneloop.models import resolve_model
 
 PURPOSES = ("fine-tune", "batch", "assistants", "user_data", "evals")
+FileId = PathParam(min_length=1, max_length=ID)
+JobId = PathParam(min_length=1, max_length=ID)
 
 
 def jobs_router(store: JobStore, stages: Stages) -> APIRouter:
@@ -32,40 +38,54 @@ def jobs_router(store: JobStore, stages: Stages) -> APIRouter:
 
 def _file_routes(router: APIRouter, store: JobStore, stages: Stages) -> None:
     @router.post("/v1/files")
-    async def upload(file: UploadFile = File(...), purpose: str = Form(...)):
-        if purpose not in PURPOSES:
-            return error(400, f"purpose '{purpose}' is not one of {', '.join(PURPOSES)}", code="invalid_purpose")
+    async def upload(file: UploadFile = File(...), purpose: Literal[PURPOSES] = Form(...)):  # type: ignore[valid-type]
         content = await file.read()
+        name = display_name(file.filename)
         if not content:
-            return error(400, f"{file.filename}: the file is empty")
+            return error(400, f"{name}: the file is empty", param="file")
 
-        def store_checked() -> dict:
-            stored = store.add_file(file.filename or "upload.jsonl", purpose, content, "processed", None)
+        def check_and_store() -> dict:
+            # Checked before it is listed: a fine-tuning file is `processed` only when every row passed the
+            # data stage's checks, else `error` with the report (kept, so the user can read what to fix).
+            staged = store.stage_file(content, purpose)
+            details = None
             if purpose == "fine-tune":
-                details = stages.check_file(Path(store.file(stored["id"])["path"]))
-                store.set_file_status(stored["id"], "error" if details else "processed", details)
-            return store.file(stored["id"])
+                try:
+                    details = stages.check_file(staged.path)
+                except Exception as err:  # an unreadable upload is the uploader's problem, reported, not a 500
+                    details = f"{name}: could not be read as JSONL ({err.__class__.__name__}: {err})"
+            return store.add_file(staged, name, purpose, "error" if details else "processed", details)
 
-        stored = await run_in_threadpool(store_checked)
-        stored.pop("path", None)
-        return stored
+        return await run_in_threadpool(check_and_store)
 
     @router.get("/v1/files")
-    def list_files(purpose: str | None = None) -> dict:
+    def list_files(purpose: Literal[PURPOSES] | None = None) -> dict:  # type: ignore[valid-type]
         return {"object": "list", "data": store.files(purpose), "has_more": False}
 
     @router.get("/v1/files/{file_id}")
-    def get_file(file_id: str):
+    def get_file(file_id: str = FileId):
         return _found(lambda: {k: v for k, v in store.file(file_id).items() if k != "path"})
 
     @router.delete("/v1/files/{file_id}")
-    def delete_file(file_id: str):
+    def delete_file(file_id: str = FileId):
         return _found(lambda: store.delete_file(file_id))
 
     @router.get("/v1/files/{file_id}/content")
-    def file_content(file_id: str):
-        return _found(lambda: FileResponse(store.file(file_id)["path"], media_type="application/octet-stream"))
+    def file_content(file_id: str = FileId):
+        def content():
+            path = Path(store.file(file_id)["path"])
+            if not path.is_file():
+                raise NotFound(f"file '{file_id}': its content is gone from the server's disk")
+            return FileResponse(path, media_type="application/octet-stream")
 
+        return _found(content)
+
+
+def display_name(given: str | None) -> str:
+    """The uploader's file name, as metadata only (files are stored under their id): its last path part,
+    without control characters, at most 255 characters; "upload" when nothing usable is left."""
+    name = "".join(c for c in (given or "").replace("\\", "/").rsplit("/", 1)[-1] if c.isprintable())[:255].strip()
+    return name if name not in ("", ".", "..") else "upload"
 
 
 def _job_routes(router: APIRouter, store: JobStore) -> None:
@@ -74,16 +94,24 @@ def _job_routes(router: APIRouter, store: JobStore) -> None:
         try:
             hyperparameters, method = body.settings()
             training = store.file(body.training_file)
-            validation = store.file(body.validation_file) if body.validation_file else None
-            resolve_model(body.model)
         except NotFound as err:
             return error(400, f"{err}; upload it first with POST /v1/files", param="training_file", code="invalid_file")
+        try:
+            validation = store.file(body.validation_file) if body.validation_file else None
+        except NotFound as err:
+            return error(400, f"{err}; upload it first with POST /v1/files", param="validation_file", code="invalid_file")
+        for param, stored in (("training_file", training), ("validation_file", validation)):
+            if stored is not None and stored["purpose"] != "fine-tune":
+                return error(400, f"file {stored['id']} was uploaded with purpose '{stored['purpose']}'; training data needs "
+                                  f"purpose 'fine-tune' (it is checked on upload)", param=param, code="invalid_file")
+        try:
+            resolve_model(body.model)
         except (ValueError, ValidationError, TuneloopError) as err:
-            return error(400, str(err), code="invalid_request")
+            return error(400, str(err), param="model", code="invalid_request")
         job = store.create_job(model=body.model, training_file=body.training_file, validation_file=body.validation_file,
                                hyperparameters=hyperparameters, method=method, suffix=body.suffix, seed=body.seed or 0)
         store.add_event(job["id"], "Validating training file: " + training["filename"])
-        bad = next((f for f in (training, validation) if f and f["status"] == "error"), None)
+        bad = next((f for f in (training, validation) if f and f["status"] != "processed"), None)
         if bad is not None:
             param = "training_file" if bad is training else "validation_file"
             store.set_status(job["id"], "failed", error={"code": "invalid_file", "param": param,
@@ -95,16 +123,16 @@ def _job_routes(router: APIRouter, store: JobStore) -> None:
         return store.job(job["id"])
 
     @router.get("/v1/fine_tuning/jobs")
-    def list_jobs(after: str | None = None, limit: int = 20) -> dict:
+    def list_jobs(after: str | None = Query(None, max_length=ID), limit: int = Query(20, ge=1, le=1000)) -> dict:
         jobs, more = store.jobs(after, limit)
         return {"object": "list", "data": jobs, "has_more": more}
 
     @router.get("/v1/fine_tuning/jobs/{job_id}")
-    def get_job(job_id: str):
+    def get_job(job_id: str = JobId):
         return _found(lambda: store.job(job_id))
 
     @router.post("/v1/fine_tuning/jobs/{job_id}/cancel")
-    def cancel(job_id: str):
+    def cancel(job_id: str = JobId):
         try:
             job = store.job(job_id)
         except NotFound as err:
@@ -116,7 +144,8 @@ def _job_routes(router: APIRouter, store: JobStore) -> None:
         return store.job(job_id)
 
     @router.get("/v1/fine_tuning/jobs/{job_id}/events")
-    def events(job_id: str, after: str | None = None, limit: int = 20):
+    def events(job_id: str = JobId, after: str | None = Query(None, pattern=r"^ftevent-\d{1,18}$"),
+               limit: int = Query(20, ge=1, le=1000)):
         def page() -> dict:
             data, more = store.events(job_id, after, limit)
             return {"object": "list", "data": data, "has_more": more}
@@ -124,7 +153,7 @@ def _job_routes(router: APIRouter, store: JobStore) -> None:
         return _found(page)
 
     @router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
-    def checkpoints(job_id: str, after: str | None = None, limit: int = 10):
+    def checkpoints(job_id: str = JobId, after: str | None = Query(None, max_length=ID), limit: int = Query(10, ge=1, le=1000)):
         def page() -> dict:
             data = store.checkpoints(job_id)
             if after:

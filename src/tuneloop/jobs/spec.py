@@ -8,7 +8,7 @@ tuneloop's default learning rate for the method). `method` is `supervised` (SFT)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,44 +17,51 @@ from tuneloop.config import DataConfig, DpoConfig, ModelConfig, PipelineConfig, 
 AUTO = {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 1.0}
 
 
+ID = 64  # characters in a file id, a job id, a cursor
+
+
 class Hyperparameters(BaseModel):
+    """Each value "auto" or a number within explicit bounds (finite, and what one training job can use)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    n_epochs: Literal["auto"] | int = Field("auto", json_schema_extra={"minimum": 1})
-    batch_size: Literal["auto"] | int = "auto"
-    learning_rate_multiplier: Literal["auto"] | float = "auto"
-    beta: Literal["auto"] | float = "auto"  # DPO only
+    n_epochs: Literal["auto"] | Annotated[int, Field(ge=1, le=100)] = "auto"
+    batch_size: Literal["auto"] | Annotated[int, Field(ge=1, le=1024)] = "auto"
+    learning_rate_multiplier: Literal["auto"] | Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = "auto"
+    beta: Literal["auto"] | Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = "auto"  # DPO only
 
     def resolved(self) -> dict[str, Any]:
-        values = {k: (AUTO.get(k) if v == "auto" else v) for k, v in self.model_dump().items() if k != "beta"}
-        for key in ("n_epochs", "batch_size", "learning_rate_multiplier"):
-            if values[key] <= 0:
-                raise ValueError(f"hyperparameters.{key} must be above 0, got {values[key]}")
-        return values
+        return {k: (AUTO.get(k) if v == "auto" else v) for k, v in self.model_dump().items() if k != "beta"}
+
+
+class MethodSection(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    hyperparameters: Hyperparameters | None = None
 
 
 class Method(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["supervised", "dpo"] = "supervised"
-    supervised: dict[str, Any] | None = None
-    dpo: dict[str, Any] | None = None
+    supervised: MethodSection | None = None
+    dpo: MethodSection | None = None
 
     def hyperparameters(self) -> Hyperparameters:
-        section = (self.dpo if self.type == "dpo" else self.supervised) or {}
-        return Hyperparameters(**(section.get("hyperparameters") or {}))
+        section = (self.dpo if self.type == "dpo" else self.supervised) or MethodSection()
+        return section.hyperparameters or Hyperparameters()
 
 
 class JobRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(min_length=1)
-    training_file: str = Field(min_length=1)
-    validation_file: str | None = None
+    model: str = Field(min_length=1, max_length=256)
+    training_file: str = Field(min_length=1, max_length=ID)
+    validation_file: str | None = Field(None, min_length=1, max_length=ID)
     hyperparameters: Hyperparameters | None = None
     method: Method | None = None
     suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9._-]*$")
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)  # OpenAI's range; also a valid torch and SQLite integer
 
     def settings(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """(resolved hyperparameters, method) as stored on the job."""

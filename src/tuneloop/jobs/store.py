@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +21,20 @@ from tuneloop.db import Database
 from tuneloop.db.base import as_utc, utcnow
 from tuneloop.errors import TuneloopError
 from tuneloop.jobs.tables import FineTuningJob, JobCheckpoint, JobEvent, StoredFile
+from tuneloop.layout import HomeDir
 
 FINAL = ("succeeded", "failed", "cancelled")
 
 
 class NotFound(TuneloopError):
     pass
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    id: str
+    path: Path
+    bytes: int
 
 
 def new_id(prefix: str) -> str:
@@ -42,13 +52,18 @@ class JobStore:
         self.root = root or tuneloop_home()
 
     # --- files -----------------------------------------------------------------------------------
-    def add_file(self, filename: str, purpose: str, content: bytes, status: str, details: str | None) -> dict:
+    def stage_file(self, content: bytes, purpose: str) -> StagedFile:
+        """Write an upload under a new id, not yet listed; training data is always read as JSONL."""
         file_id = new_id("file")
-        path = self.root / "files" / file_id / Path(filename).name
+        path = HomeDir(self.root).file(file_id, jsonl=purpose == "fine-tune")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
-        row = StoredFile(id=file_id, created_at=utcnow(), filename=filename, purpose=purpose, bytes=len(content),
-                         path=str(path), status=status, status_details=details)
+        return StagedFile(file_id, path, len(content))
+
+    def add_file(self, staged: StagedFile, filename: str, purpose: str, status: str, details: str | None) -> dict:
+        """List a staged upload with the outcome of its check."""
+        row = StoredFile(id=staged.id, created_at=utcnow(), filename=filename, purpose=purpose, bytes=staged.bytes,
+                         path=str(staged.path), status=status, status_details=details)
         with Session(self.engine) as session:
             session.add(row)
             session.commit()
@@ -78,7 +93,11 @@ class JobStore:
             row = session.get(StoredFile, file_id)
             if row is None:
                 raise NotFound(f"no file '{file_id}'")
-            Path(row.path).unlink(missing_ok=True)
+            path = Path(row.path)
+            if path.parent.name == file_id:  # its own folder (older servers stored files by their name)
+                shutil.rmtree(path.parent, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
             session.delete(row)
             session.commit()
         return {"id": file_id, "object": "file", "deleted": True}
@@ -87,7 +106,7 @@ class JobStore:
     def create_job(self, **fields: Any) -> dict:
         job_id = new_id("ftjob")
         row = FineTuningJob(id=job_id, created_at=utcnow(), status="validating_files",
-                            run_dir=str(self.root / "jobs" / job_id), **fields)
+                            run_dir=str(HomeDir(self.root).job(job_id).root), **fields)
         with Session(self.engine) as session:
             session.add(row)
             session.commit()

@@ -28,14 +28,14 @@ from tuneloop.errors import TuneloopError
 class Variant(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1)
-    weight: float = Field(ge=0)
+    model: str = Field(min_length=1, max_length=256)
+    weight: float = Field(ge=0, le=1e9, allow_inf_nan=False)
 
 
 class Route(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    variants: list[Variant] = Field(min_length=1)
+    variants: list[Variant] = Field(min_length=1, max_length=64)
 
     @field_validator("variants")
     @classmethod

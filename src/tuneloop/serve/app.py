@@ -1,27 +1,33 @@
 """The FastAPI app: OpenAI-compatible /v1 routes, /health, /metrics, and /admin for run-time changes.
 
 /v1 and /admin need an API key when keys are configured. Malformed requests get a 400 with the field
-and the problem, never a 500. On shutdown (SIGTERM) uvicorn stops accepting connections and waits
+and the problem, never a 500; every error, from any layer (unknown routes, unparsable bodies, bodies over
+the size limit), leaves in the OpenAI error envelope. On shutdown (SIGTERM) uvicorn stops accepting connections and waits
 for requests in flight; then the engines finish their queues and the request log is flushed.
 """
 
 from __future__ import annotations
 
-import secrets
+import logging
+import threading
 import time
 from contextlib import asynccontextmanager
 from typing import Protocol
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tuneloop import __version__
 from tuneloop.db.requestlog import RequestStore
 from tuneloop.errors import TuneloopError
 from tuneloop.serve.catalog import Catalog, ModelNotFound
+from tuneloop.serve.guards import BodyTooLarge, Guards
 from tuneloop.http import error
 from tuneloop.serve.handler import Generate, Limits
 from tuneloop.serve.ab_routes import Route
@@ -29,8 +35,11 @@ from tuneloop.serve.schemas import ChatRequest, CompletionRequest, FeedbackReque
 from tuneloop.serve.telemetry import Metrics, RequestLog
 
 
+log = logging.getLogger(__name__)
+
+
 class ModelRef(BaseModel):
-    model: str
+    model: str = Field(min_length=1, max_length=256)
 
 
 class Background(Protocol):
@@ -43,9 +52,11 @@ class Background(Protocol):
 
 def create_app(catalog: Catalog, *, api_keys: list[str] | None = None, limits: Limits | None = None,
                request_log: RequestLog | None = None, feedback: RequestStore | None = None,
-               routers: list[APIRouter] = (), background: list[Background] = ()) -> FastAPI:
+               routers: list[APIRouter] = (), background: list[Background] = (),
+               draining: threading.Event | None = None) -> FastAPI:
     """The serving app. `feedback`: where POST /v1/feedback stores judgements (None: the route answers 501).
-    `routers`: more routes behind the same keys (the jobs API); `background`: started and stopped with the app."""
+    `routers`: more routes behind the same keys (the jobs API); `background`: started and stopped with the app;
+    `draining`: set when shutdown begins, after which new requests get 503 (see guards.py)."""
     metrics, limits = Metrics(), limits or Limits()
 
     @asynccontextmanager
@@ -59,19 +70,28 @@ def create_app(catalog: Catalog, *, api_keys: list[str] | None = None, limits: L
         if request_log is not None:
             request_log.close()
 
-    app = FastAPI(title="tuneloop", version="0.1.0", lifespan=lifespan)
-
-    @app.middleware("http")
-    async def authenticate(request: Request, call_next):
-        if api_keys and request.url.path.startswith(("/v1/", "/admin/")):
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            if not any(secrets.compare_digest(given, key) for key in api_keys):
-                return error(401, "invalid or missing API key (send Authorization: Bearer KEY)", code="invalid_api_key")
-        return await call_next(request)
+    app = FastAPI(title="tuneloop", version=__version__, lifespan=lifespan)
+    app.state.draining = draining or threading.Event()
+    app.add_middleware(Guards, limit_for=lambda path: limits.max_file_bytes if path == "/v1/files" else limits.max_body_bytes,
+                       draining=app.state.draining, api_keys=api_keys or [])
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, err: RequestValidationError):
-        return error(400, "invalid request: " + "; ".join(_describe(e) for e in err.errors()[:5]))
+        problems = err.errors()
+        described = list(dict.fromkeys(_describe(e) for e in problems))  # a union repeats the field per branch
+        return error(400, "invalid request: " + "; ".join(described[:5]), param=(_where(problems[0]) or None) if problems else None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException):
+        kind = "server_error" if err.status_code >= 500 else "invalid_request_error"
+        message = {404: f"no route {request.method} {request.url.path}", 405: f"{request.method} is not allowed on {request.url.path}"}
+        code = "request_too_large" if isinstance(err, BodyTooLarge) else None
+        return error(err.status_code, message.get(err.status_code, str(err.detail)), kind, code, headers=getattr(err, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, err: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error(500, f"internal error ({err.__class__.__name__}); the server log has the details", "server_error")
 
     @app.get("/health")
     def health() -> dict:
@@ -125,12 +145,12 @@ def _admin_router(catalog: Catalog) -> APIRouter:
         return catalog.routes.to_dict()
 
     @router.put("/routes/{name}")
-    def set_route(name: str, route: Route) -> dict:
+    def set_route(route: Route, name: str = PathParam(min_length=1, max_length=256)) -> dict:
         catalog.routes.set(name, route)
         return catalog.routes.to_dict()
 
     @router.delete("/routes/{name}")
-    def remove_route(name: str):
+    def remove_route(name: str = PathParam(min_length=1, max_length=256)):
         return catalog.routes.to_dict() if catalog.routes.remove(name) else error(404, f"no route '{name}'")
 
     @router.get("/models")
@@ -162,5 +182,13 @@ def _adapter_action(catalog: Catalog, model: str, action):
 
 
 def _describe(problem: dict) -> str:
-    where = ".".join(str(p) for p in problem.get("loc", ()) if p != "body") or "body"
+    """`field.path: what is wrong`, without pydantic's names for the branches of a union (`constrained-int`)."""
+    where = _where(problem) or "body"
     return f"{where}: {problem.get('msg', 'invalid')}"
+
+
+def _where(problem: dict) -> str:
+    def branch(part) -> bool:  # e.g. "literal['auto']", "constrained-int", "str", "list[TextPart]"
+        return isinstance(part, str) and ("[" in part or "-" in part or part in ("str", "int", "float", "bool", "list", "dict"))
+
+    return ".".join(str(p) for p in problem.get("loc", ()) if p not in ("body", "query", "path") and not branch(p))

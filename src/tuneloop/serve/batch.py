@@ -10,6 +10,7 @@ so a DoRA batch holds one adapter only (`Batch.dora`).
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 import torch
@@ -18,6 +19,8 @@ from transformers import DynamicCache
 
 from tuneloop.compat import cache_argument, growing_cache, merge_cache_rows
 from tuneloop.serve.generation import Generation, dora_key
+
+log = logging.getLogger(__name__)
 
 
 class Batch:
@@ -54,13 +57,27 @@ class Batch:
             self.positions = torch.cat([self.positions, positions[:, -1:]])
             self.logits = torch.cat([self.logits, logits])
             self.jobs += jobs
-        self.generators += [job.sampling.generator() for job in jobs]
+        self.generators += [job.generator for job in jobs]
 
     @torch.inference_mode()
     def step(self, on_token: Callable[[Generation, int], bool]) -> None:
-        """Pick each row's next token, let finished rows leave, and compute the next logits."""
-        tokens = _pick(self.logits, [job.sampling for job in self.jobs], self.generators)
-        keep = [row for row, job in enumerate(self.jobs) if not on_token(job, int(tokens[row]))]
+        """Pick each row's next token, let finished rows leave, and compute the next logits.
+
+        A request whose sampling or decoding fails is failed and leaves; the other rows carry on."""
+        tokens, failed = _pick(self.logits, [job.sampling for job in self.jobs], self.generators)
+        keep = []
+        for row, job in enumerate(self.jobs):
+            try:
+                if row in failed:
+                    raise failed[row]
+                done = on_token(job, int(tokens[row]))
+            except Exception as err:  # this request's problem alone
+                log.warning("request failed while sampling or decoding: %s: %s", err.__class__.__name__, err)
+                if not job.finished:
+                    job.fail(f"generation failed: {err.__class__.__name__}: {err}")
+                continue
+            if not done:
+                keep.append(row)
         if len(keep) < len(self.jobs):
             self._select(keep)
             tokens = tokens[keep]
@@ -94,19 +111,23 @@ class Batch:
         return out.logits[:, -1].float()
 
 
-def _pick(logits: torch.Tensor, sampling, generators) -> torch.Tensor:
-    """Greedy where temperature is 0, else nucleus sampling with each job's own generator (seeded)."""
-    tokens = logits.argmax(-1)
+def _pick(logits: torch.Tensor, sampling, generators) -> tuple[torch.Tensor, dict[int, Exception]]:
+    """Greedy where temperature is 0, else nucleus sampling with each request's own generator (seeded);
+    and the rows whose sampling failed, with why."""
+    tokens, failed = logits.argmax(-1), {}
     for row, (settings, generator) in enumerate(zip(sampling, generators)):
         if generator is None:
             continue
-        probs = torch.softmax(logits[row] / settings.temperature, -1)
-        if settings.top_p < 1:
-            ordered, order = probs.sort(descending=True)
-            outside = ordered.cumsum(-1) - ordered > settings.top_p
-            probs = probs.scatter(0, order, ordered.masked_fill(outside, 0))
-        tokens[row] = torch.multinomial(probs, 1, generator=generator)[0]
-    return tokens
+        try:
+            probs = torch.softmax(logits[row] / settings.temperature, -1)
+            if settings.top_p < 1:
+                ordered, order = probs.sort(descending=True)
+                outside = ordered.cumsum(-1) - ordered > settings.top_p
+                probs = probs.scatter(0, order, ordered.masked_fill(outside, 0))
+            tokens[row] = torch.multinomial(probs, 1, generator=generator)[0]
+        except Exception as err:  # e.g. probabilities that are not finite: this row fails, not the batch
+            failed[row] = err
+    return tokens, failed
 
 
 def _pad_left_to_same(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

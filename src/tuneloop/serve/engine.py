@@ -97,21 +97,10 @@ class Engine:
                     return
                 joining = self._take(batch)
             with self._model_lock:
-                try:
-                    if joining:
-                        self._ensure_loaded([job.adapter for job in joining if job.adapter], batch)
-                    batch = self._batch = batch or Batch(self.model, self.tokenizer.pad_token_id, peft=False)
-                    # Loading the first adapter wraps the model (in place): point the batch at the wrapper.
-                    batch.model, batch.peft = self.model, hasattr(self.model, "peft_config")
-                    self._step(batch, joining)
-                except Exception as err:  # a failed forward fails its jobs, never the engine
-                    log.exception("generation failed")
-                    for job in (batch.jobs if batch else []) + joining:
-                        if not job.finished:
-                            job.fail(f"generation failed: {err.__class__.__name__}: {err}")
-                    batch = None
-                if not batch:
-                    batch = self._batch = None
+                batch = self._join(batch, joining)
+                if batch:
+                    batch = self._advance(batch)
+                self._batch = batch
 
     def _take(self, batch: Batch | None) -> list[Generation]:
         """Waiting jobs that fit into the running batch (first come, first served; skip cancelled ones)."""
@@ -131,13 +120,37 @@ class Engine:
         self._waiting = left
         return taken
 
-    def _step(self, batch: Batch, joining: list[Generation]) -> None:
-        if joining:
+    def _join(self, batch: Batch | None, joining: list[Generation]) -> Batch | None:
+        """Prefill the joining requests into the batch; a failure fails them alone, the running batch goes on."""
+        if not joining:
+            return batch
+        try:
+            self._ensure_loaded([job.adapter for job in joining if job.adapter], batch)
+            batch = batch or Batch(self.model, self.tokenizer.pad_token_id, peft=False)
+            # Loading the first adapter wraps the model (in place): point the batch at the wrapper.
+            batch.model, batch.peft = self.model, hasattr(self.model, "peft_config")
             batch.join(joining)
+        except Exception as err:
+            log.exception("prefill failed")
+            for job in joining:
+                if not job.finished:
+                    job.fail(f"generation failed: {err.__class__.__name__}: {err}")
+        return batch if batch is not None and len(batch) else None
+
+    def _advance(self, batch: Batch) -> Batch | None:
+        """One decode step for every running request; a failed forward pass fails the batch, never the engine."""
         started, before = time.perf_counter(), len(batch)
-        batch.step(lambda job, token: job.add(token, self.end_ids, self._decode))
+        try:
+            batch.step(lambda job, token: job.add(token, self.end_ids, self._decode))
+        except Exception as err:
+            log.exception("generation failed")
+            for job in batch.jobs:
+                if not job.finished:
+                    job.fail(f"generation failed: {err.__class__.__name__}: {err}")
+            return None
         self.last_batch_size, self.peak_batch = before, max(self.peak_batch, before)
         self.tokens_per_second = before / max(time.perf_counter() - started, 1e-9)
+        return batch if len(batch) else None
 
     def _decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)

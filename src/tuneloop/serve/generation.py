@@ -57,6 +57,11 @@ class Generation:
     submitted_at: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     _sent: int = 0
+    generator: torch.Generator | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        # Made here, in the request's thread: a seed the generator refuses fails this request, not the batch.
+        self.generator = self.sampling.generator()
 
     @property
     def finished(self) -> bool:

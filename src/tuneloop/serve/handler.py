@@ -23,11 +23,18 @@ from tuneloop.serve.generation import Generation, Sampling
 from tuneloop.serve.schemas import ChatRequest, CompletionRequest
 
 
+# No tokenizer averages more characters per token than this over a whole prompt (English is ~4): a prompt
+# longer than context * this cannot fit, and is refused before the tokenizer spends seconds on it.
+CHARS_PER_TOKEN = 32
+
+
 @dataclass
 class Limits:
     default_max_tokens: int = 256
     max_tokens: int = 1024
     timeout: float = 120.0  # seconds per request, queueing included
+    max_body_bytes: int = 8 * 2**20  # any request body but a file upload
+    max_file_bytes: int = 512 * 2**20  # POST /v1/files
 
 
 class Generate:
@@ -53,12 +60,16 @@ class Generate:
             headers["x-tuneloop-variant"] = target.variant
         if decision:
             headers["x-tuneloop-route"] = decision.route
+        if body.characters() > target.engine.context * CHARS_PER_TOKEN:
+            return self._fail(record, started, 400, f"the prompt has {body.characters():,} characters, more than any prompt "
+                              f"that fits the model's context of {target.engine.context} tokens; shorten it",
+                              code="context_length_exceeded", headers=headers)
 
-        prompt, sources = await run_in_threadpool(self._prompt, body, target)
-        ids = target.engine.encode(prompt)
         limit = body.token_limit(self.limits.default_max_tokens)
         if limit > self.limits.max_tokens:
             return self._fail(record, started, 400, f"max_tokens is {limit}, above this server's limit of {self.limits.max_tokens}", headers=headers)
+        prompt, sources = await run_in_threadpool(self._prompt, body, target)
+        ids = await run_in_threadpool(target.engine.encode, prompt)
         if len(ids) + limit > target.engine.context:
             return self._fail(record, started, 400, f"the prompt has {len(ids)} tokens and max_tokens is {limit}: together "
                               f"{len(ids) + limit}, more than the model's context of {target.engine.context} tokens; shorten "
@@ -66,7 +77,10 @@ class Generate:
         record["prompt_tokens"] = len(ids)
 
         events: asyncio.Queue = asyncio.Queue()
-        job = Generation(ids, limit, _handoff(events), Sampling(body.temperature, body.top_p, body.seed), body.stop or [], target.adapter)
+        try:
+            job = Generation(ids, limit, _handoff(events), Sampling(body.temperature, body.top_p, body.seed), body.stop or [], target.adapter)
+        except (RuntimeError, ValueError, OverflowError) as err:  # e.g. a seed the generator refuses
+            return self._fail(record, started, 400, f"invalid sampling settings: {err}", headers=headers)
         try:
             target.engine.submit(job)
         except Overloaded as err:

@@ -5,8 +5,9 @@ read from a JSONL file of {"text": ..., "route": ...} lines with `read_examples`
 before the final fit on everything: stratified k-fold cross-validation for small sets (a 20% hold-out of a
 few dozen requests is too noisy to trust), a stratified 20% hold-out for larger ones.
 
-The output directory holds `classifier.joblib` (the sklearn model and its label list) and `manifest.json`
-(accuracy, counts, seed, library versions). joblib files are pickles: load only directories you trust.
+The output directory holds `classifier.safetensors` (the model's coefficients), `classifier.json` (its
+labels) and `manifest.json` (accuracy, counts, seed, library versions): arrays and JSON, never a pickle,
+so a router folder from anywhere can be loaded safely.
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
 
 from tuneloop.artifacts import MANIFEST, jsonl_objects, write_manifest
 from tuneloop.errors import TuneloopError
+from tuneloop.layout import ClassifierDir
 
 if TYPE_CHECKING:
     from tuneloop.serve.router_config import RouterConfig
 
-MODEL_FILE = "classifier.joblib"
 EMBEDDER = "all-MiniLM-L6-v2"
 # Below this many examples, cross-validate; at or above it, hold out 20%.
 HOLDOUT_FROM = 200
@@ -37,8 +40,12 @@ C = 10.0
 
 @dataclass
 class Classifier:
+    """A logistic regression on embeddings, as plain arrays: `coef` (one row per label, or one row for two
+    labels) and `intercept`. Probabilities are computed as scikit-learn's predict_proba computes them."""
+
     path: Path
-    model: Any  # sklearn LogisticRegression fitted on embeddings, classes_ == labels
+    coef: np.ndarray
+    intercept: np.ndarray
     labels: list[str]
     manifest: dict[str, Any] = field(default_factory=dict)
 
@@ -46,7 +53,16 @@ class Classifier:
         """One row per text, one column per label (in `labels` order)."""
         from tuneloop.models.embed import embed
 
-        return self.model.predict_proba(embed(texts))
+        return self.probabilities(embed(texts))
+
+    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
+        scores = np.asarray(vectors, dtype=np.float64) @ self.coef.T + self.intercept
+        if scores.shape[1] == 1:  # two labels: one decision function, logistic
+            positive = 1 / (1 + np.exp(-scores[:, 0]))
+            return np.stack([1 - positive, positive], axis=1)
+        scores -= scores.max(axis=1, keepdims=True)  # multinomial: softmax
+        exp = np.exp(scores)
+        return exp / exp.sum(axis=1, keepdims=True)
 
     def predict(self, texts: list[str]) -> list[str]:
         return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
@@ -93,9 +109,11 @@ def train_router(config: RouterConfig, examples: list[tuple[str, str]] | None, o
 
     model = _new_model(seed).fit(vectors, y)
     out.mkdir(parents=True, exist_ok=True)
-    import joblib
-
-    joblib.dump({"model": model, "labels": [str(c) for c in model.classes_], "embedder": EMBEDDER}, out / MODEL_FILE)
+    folder = ClassifierDir(out)
+    save_file({"coef": torch.from_numpy(np.ascontiguousarray(model.coef_, dtype=np.float64)),
+               "intercept": torch.from_numpy(np.ascontiguousarray(model.intercept_, dtype=np.float64))},
+              str(folder.weights))
+    folder.labels.write_text(json.dumps({"labels": [str(c) for c in model.classes_], "embedder": EMBEDDER}))
     report = {
         "accuracy": round(accuracy, 4),
         "evaluation": evaluation,
@@ -105,25 +123,31 @@ def train_router(config: RouterConfig, examples: list[tuple[str, str]] | None, o
         "embedder": EMBEDDER,
         "examples_sha256": hashlib.sha256(json.dumps(list(zip(texts, labels))).encode()).hexdigest(),
     }
-    write_manifest(out, "router-train", config, inputs={}, outputs=[out / MODEL_FILE], seed=seed, started=started, extra=report)
+    write_manifest(out, "router-train", config, inputs={}, outputs=[folder.weights, folder.labels], seed=seed, started=started, extra=report)
     return report
 
 
 def load_classifier(directory: Path) -> Classifier:
+    """The classifier `train_router` saved: arrays and JSON only (an old pickled classifier is refused)."""
     directory = Path(directory)
-    file = directory / MODEL_FILE
-    if not file.is_file():
-        raise TuneloopError(f"{directory}: no {MODEL_FILE} here; train the router's classifier first with train_router")
-    import joblib
-
-    saved = joblib.load(file)
-    if not isinstance(saved, dict) or "model" not in saved or "labels" not in saved:
-        raise TuneloopError(f"{file}: not a router classifier written by train_router; retrain it")
-    if [str(c) for c in saved["model"].classes_] != saved["labels"]:
-        raise TuneloopError(f"{file}: the label list does not match the model's classes; retrain it")
+    folder = ClassifierDir(directory)
+    weights, names = folder.weights, folder.labels
+    if not weights.is_file() or not names.is_file():
+        old = f" (its {folder.legacy.name} is from an older tuneloop: a pickle, which is never loaded)" if folder.legacy.is_file() else ""
+        raise TuneloopError(f"{directory}: no {weights.name} and {names.name} here{old}; train the router's classifier "
+                            f"with `tuneloop route train`")
+    try:
+        arrays = load_file(str(weights))
+        saved = json.loads(names.read_text())
+        coef, intercept, labels = arrays["coef"].numpy(), arrays["intercept"].numpy(), [str(label) for label in saved["labels"]]
+    except Exception as err:  # whatever a damaged or foreign file makes safetensors or json raise
+        raise TuneloopError(f"{directory}: not a router classifier written by `tuneloop route train` ({err}); retrain it") from None
+    rows = 1 if len(labels) == 2 else len(labels)
+    if coef.ndim != 2 or coef.shape[0] != rows or intercept.shape != (rows,) or len(set(labels)) != len(labels) or len(labels) < 2:
+        raise TuneloopError(f"{directory}: the classifier's arrays {tuple(coef.shape)} do not fit its {len(labels)} labels; retrain it")
     manifest_path = directory / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    return Classifier(directory, saved["model"], list(saved["labels"]), manifest)
+    return Classifier(directory, coef, intercept, labels, manifest)
 
 
 def _training_set(config: RouterConfig, extra: list[tuple[str, str]]) -> tuple[list[str], list[str]]:

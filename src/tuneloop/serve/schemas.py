@@ -2,13 +2,23 @@
 
 Fields OpenAI clients send that we do not use (frequency_penalty, logit_bias, ...) are accepted and
 ignored; fields we cannot honour in a way the client would notice (n > 1, logprobs) are refused.
+
+Every value has an explicit bound, so nothing a client sends reaches the tokenizer, the sampler or the
+database unchecked: finite numbers only, lengths and counts capped (OpenAI's own limits where it has
+them: 4 stop strings, 16 metadata pairs of 64/512 characters), a seed within torch's 64-bit range.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+NAME = 256  # characters in a model name, a user id, a stop string
+MAX_MESSAGES = 2048
+MAX_PARTS = 64
+SEED = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
 
 
 class TextPart(BaseModel):
@@ -18,7 +28,7 @@ class TextPart(BaseModel):
 
 class Message(BaseModel):
     role: Literal["system", "user", "assistant"]
-    content: str | list[TextPart]
+    content: str | Annotated[list[TextPart], Field(max_length=MAX_PARTS)]
 
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
@@ -31,15 +41,15 @@ class StreamOptions(BaseModel):
 class Generation(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(min_length=1)
-    max_tokens: int | None = Field(None, gt=0)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
+    model: str = Field(min_length=1, max_length=NAME)
+    max_tokens: int | None = Field(None, gt=0, le=2**31 - 1)
+    temperature: float = Field(1.0, ge=0, le=2, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED[0], le=SEED[1])
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    user: str | None = Field(None, max_length=NAME)
     metadata: dict[str, str] | None = None  # routers can match on it
     n: Literal[1] = 1
 
@@ -47,15 +57,29 @@ class Generation(BaseModel):
     @classmethod
     def _stop_list(cls, stop: str | list[str] | None) -> list[str]:
         stops = [stop] if isinstance(stop, str) else list(stop or [])
-        if len(stops) > 4 or any(not s for s in stops):
-            raise ValueError("stop takes up to 4 non-empty strings")
+        if len(stops) > 4 or any(not s or len(s) > NAME for s in stops):
+            raise ValueError(f"stop takes up to 4 non-empty strings of at most {NAME} characters")
         return stops
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_bounds(cls, metadata: dict[str, str] | None) -> dict[str, str] | None:
+        if metadata and (len(metadata) > 16 or any(len(k) > 64 or len(v) > 512 for k, v in metadata.items())):
+            raise ValueError("metadata takes up to 16 pairs, keys up to 64 and values up to 512 characters")
+        return metadata
+
+    def characters(self) -> int:
+        """Characters of the prompt text, for the cheap check before tokenizing."""
+        raise NotImplementedError
 
 
 class ChatRequest(Generation):
-    messages: list[Message] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, gt=0)
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
+    max_completion_tokens: int | None = Field(None, gt=0, le=2**31 - 1)
     logprobs: Literal[False] | None = None
+
+    def characters(self) -> int:
+        return sum(len(m.text()) for m in self.messages)
 
     def token_limit(self, default: int) -> int:
         return self.max_completion_tokens or self.max_tokens or default
@@ -77,6 +101,9 @@ class CompletionRequest(Generation):
             raise ValueError("prompt is empty")
         return prompt
 
+    def characters(self) -> int:
+        return len(self.prompt)
+
     def token_limit(self, default: int) -> int:
         return self.max_tokens or default
 
@@ -88,9 +115,9 @@ class FeedbackRequest(BaseModel):
 
     request_id: str = Field(min_length=1, max_length=64)
     rating: Literal["up", "down"] | None = None
-    score: float | None = Field(None, ge=0, le=1)
-    corrected: str | None = Field(None, min_length=1)  # the answer the model should have given
-    comment: str | None = None
+    score: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    corrected: str | None = Field(None, min_length=1, max_length=100_000)  # the answer the model should have given
+    comment: str | None = Field(None, max_length=10_000)
 
     @model_validator(mode="after")
     def _says_something(self) -> FeedbackRequest:

@@ -1,6 +1,7 @@
 """Checkpoints that resume exactly: weights, optimizer, scheduler, RNG and position in the data.
 
-Weights are the PEFT adapter folder for adapter methods, or `model.safetensors` for full fine-tuning.
+Weights are the PEFT adapter folder for adapter methods, or `model.safetensors` for full fine-tuning;
+the rest of the state is safetensors plus JSON (state.py), so loading a checkpoint never unpickles.
 
 A checkpoint is written to a hidden temporary folder and renamed into place when complete, so a run
 killed mid-write never leaves a folder that resume would pick. The last `keep_last` checkpoints are
@@ -11,16 +12,15 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 from pathlib import Path
 
-import numpy as np
-import torch
 from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file, load_model, save_model
 
 from tuneloop.layout import Checkpoint, Checkpoints
+from tuneloop.train.state import load_state, save_state
+
 
 def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, records: list[dict]) -> Path:
     """Write the checkpoint of `step` under `root` (a run's checkpoints folder); returns its folder."""
@@ -28,14 +28,7 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, records:
     final, tmp = Checkpoints(root).at(step), Checkpoints(root).temporary(step)
     shutil.rmtree(tmp.path, ignore_errors=True)
     save_weights(model, tmp.weights)
-    torch.save({
-        "step": step,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-        "records": records,
-    }, tmp.state)
+    save_state(tmp.state, tmp.tensors, step=step, optimizer=optimizer, scheduler=scheduler, records=records)
     shutil.rmtree(final.path, ignore_errors=True)  # a re-run of the same step replaces it whole
     os.replace(tmp.path, final.path)
     return final.path
@@ -50,15 +43,12 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[
     """Restore everything a checkpoint holds; returns (step, metric records so far)."""
     checkpoint = Checkpoint(path)
     load_weights(model, checkpoint.weights)
-    state = torch.load(checkpoint.state, weights_only=False)  # our own file: it holds RNG tuples
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    random.setstate(state["rng"]["python"])
-    np.random.set_state(state["rng"]["numpy"])
-    if state["rng"].get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    return state["step"], state["records"]
+    return load_state(checkpoint.state, checkpoint.tensors, optimizer, scheduler)
+
+
+def legacy_checkpoints(root: Path) -> list[Path]:
+    """Checkpoints an older tuneloop wrote with a pickled state (never loaded: a pickle can run code)."""
+    return [c.path for c in Checkpoints(root).all() if c.legacy_state.is_file() and not c.state.is_file()]
 
 
 def save_weights(model, folder: Path) -> None:

@@ -25,7 +25,8 @@ from tuneloop.config import ModelConfig, TrainConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.layout import Checkpoint, DataDir, TrainDir
 from tuneloop.models import load_tokenizer
-from tuneloop.train.checkpoint import best_checkpoint, latest_checkpoint, load_checkpoint, load_weights, mark_best, prune, save_checkpoint
+from tuneloop.train.checkpoint import (best_checkpoint, latest_checkpoint, legacy_checkpoints, load_checkpoint, load_weights,
+                                      mark_best, prune, save_checkpoint)
 from tuneloop.train.distributed import World
 from tuneloop.train.early_stop import EarlyStop
 from tuneloop.train.methods import build_model, placement, trainable_parameters
@@ -215,6 +216,10 @@ def _non_finite_loss(record: dict, checkpoints: Path) -> TuneloopError:
 def _resume(checkpoints: Path, model, optimizer, scheduler, say) -> tuple[int, list[dict]]:
     last = latest_checkpoint(checkpoints)
     if last is None:
+        if legacy := legacy_checkpoints(checkpoints):
+            raise TuneloopError(f"{legacy[-1]}: written by an older tuneloop, whose checkpoint state is a pickle; tuneloop no "
+                                f"longer loads pickles (one from another machine could run code). Start the run again "
+                                f"without --resume, into a new --out folder")
         say(f"[yellow]no checkpoint in {checkpoints}: starting from step 0[/]")
         return 0, []
     step, records = load_checkpoint(last, model, optimizer, scheduler)
