@@ -7,12 +7,14 @@ manifest. Lineage is the chain of manifests.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import platform
 import tempfile
 import time
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
@@ -164,3 +166,33 @@ def cache_dir() -> Path:
 
 def _hash(path: Path) -> str:
     return sha256_dir(path) if path.is_dir() else sha256_file(path)
+
+
+@contextmanager
+def exclusive(lock_file: Path, what: str, wait: float = 0.0) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_file` (flock: released by the OS when the holder dies, however it dies).
+
+    Two writers of one run folder would interleave their files; the second waits up to `wait` seconds for the
+    first to let go, then gives up with an error naming the holder."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_file, "a+")
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another process"
+                    raise TuneloopError(f"{lock_file.parent}: {what} is already being written by {holder}; wait for it "
+                                        f"to finish (or stop it), or write to another folder") from None
+                time.sleep(0.2)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {platform.node()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing the descriptor releases the lock

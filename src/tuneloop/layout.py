@@ -129,6 +129,8 @@ class TrainDir:
     def checkpoints(self) -> Checkpoints:
         return Checkpoints(self.root / "checkpoints")
 
+    lock = _at(".train.lock", "Held by the one trainer writing this folder (it names that trainer).")
+
 
 @dataclass(frozen=True)
 class EvalDir:

@@ -75,3 +75,44 @@ def test_sigterm_drains_requests_in_flight(tiny_model_dir, tmp_path):
     finally:
         if server.poll() is None:
             server.kill()
+
+
+def test_sigterm_under_16_requests_in_flight_finishes_them_all_and_exits_within_the_drain_limit(tiny_model_dir, tmp_path):
+    port, drain = free_port(), 25
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tuneloop.cli", "serve", "--base", str(tiny_model_dir), "--port", str(port),
+         "--registry", f"sqlite:///{tmp_path / 'r.db'}", "--request-log", "off", "--drain-timeout", str(drain)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert server.poll() is None and time.time() < deadline, "server did not start"
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        body = {"model": str(tiny_model_dir), "messages": ASK, "max_tokens": 300, "temperature": 0, "stop": ["never appears"]}
+        with httpx.Client(base_url=url, timeout=120) as keep_alive, ThreadPoolExecutor(17) as pool:
+            assert keep_alive.get("/health").status_code == 200  # a connection that stays open across the signal
+            futures = [pool.submit(httpx.post, f"{url}/v1/chat/completions", json=body, timeout=120) for _ in range(16)]
+            time.sleep(1.0)  # all 16 are being generated (300 tokens each take several seconds)
+            assert not any(f.done() for f in futures), "the requests finished before the signal: make them longer"
+            server.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            time.sleep(0.3)
+            try:  # after the signal: a new connection is refused, a request on an open one gets a 503
+                late = keep_alive.post("/v1/chat/completions", json=body)
+                assert late.status_code == 503 and late.json()["error"]["code"] == "shutting_down"
+            except httpx.TransportError:
+                pass
+            responses = [f.result() for f in futures]
+        assert [r.status_code for r in responses] == [200] * 16
+        assert all(r.json()["usage"]["completion_tokens"] == 300 for r in responses)
+        assert server.wait(drain + 10) in (0, -signal.SIGTERM)
+        assert time.monotonic() - signalled < drain
+    finally:
+        if server.poll() is None:
+            server.kill()

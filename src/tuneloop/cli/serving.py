@@ -25,6 +25,7 @@ def serve_cmd(
     max_queue: Annotated[int, typer.Option(help="Waiting requests per model before answering 429.")] = 64,
     max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 1024,
     timeout: Annotated[float, typer.Option(help="Seconds a request may take, queueing included.")] = 120.0,
+    drain_timeout: Annotated[float, typer.Option(help="On SIGTERM: seconds to finish requests in flight before exiting.", min=0)] = 30.0,
     request_log: Annotated[str, typer.Option(help="Where requests are logged: registry, off, or a .jsonl path.")] = "registry",
     router: Annotated[Optional[Path], typer.Option("--router", help="Router YAML: one model name that picks a model per request.")] = None,
     knowledge: Annotated[Optional[list[str]], typer.Option("--knowledge", help="NAME=DIR: answer NAME's requests with context from this knowledge base (repeatable).")] = None,
@@ -36,9 +37,8 @@ def serve_cmd(
     from tuneloop.extras import require
 
     require("serve", "tuneloop serve")
-    import uvicorn
-
     from tuneloop.serve.handler import Limits
+    from tuneloop.serve.process import DrainingServer
     from tuneloop.server import ServeOptions, build_app
 
     _quiet_libraries()
@@ -48,7 +48,7 @@ def serve_cmd(
                            router=router, knowledge=_pairs(knowledge or [], "--knowledge"))
     app, catalog = build_app(options)
     console.print(f"serving {', '.join(catalog.listing())} on http://{host}:{port}/v1 (base {catalog.base})")
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=timeout)
+    DrainingServer(app, host=host, port=port, drain_timeout=drain_timeout).run()
 
 
 def _pairs(items: list[str], option: str) -> dict[str, Path]:

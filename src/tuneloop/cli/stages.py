@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -48,6 +51,7 @@ def train_cmd(
     out: Out = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the pre-flight estimate and measured speed; do not train.")] = False,
+    wait_for_lock: Annotated[float, typer.Option(help="Seconds to wait while another trainer still writes --out.", min=0, max=3600)] = 0.0,
     as_json: Json = False,
 ) -> None:
     """Fine-tune (LoRA, DoRA, QLoRA or full; SFT or DPO) on a prepared data directory.
@@ -55,6 +59,7 @@ def train_cmd(
     Runs data-parallel when started by `torchrun` or `accelerate launch`."""
     from tuneloop.train.trainer import train
 
+    _exit_with_worker()
     _quiet_libraries()
     cfg = load_config(config)
     read_manifest(data)
@@ -64,8 +69,29 @@ def train_cmd(
         raise TuneloopError("under torchrun / accelerate launch, give --out: every process must write to the same run directory")
     if out is None:
         out = Path("runs") / "dry-run" if dry_run else new_run_dir(Path("runs"), f"{cfg.name}-train")  # a dry run writes nothing
-    summary = train(cfg.train, cfg.model, data, out, resume=resume, dry_run=dry_run)
+    summary = train(cfg.train, cfg.model, data, out, resume=resume, dry_run=dry_run, wait_for_lock=wait_for_lock)
     _emit(summary, as_json)
+
+
+def _exit_with_worker() -> None:
+    """Under a jobs worker (TUNELOOP_WORKER_PID), leave when the worker's process is gone: a server killed
+    with -9 must not leave a trainer running that would race the one its restart resumes."""
+    pid = os.environ.get("TUNELOOP_WORKER_PID", "")
+    if not pid.isdigit():
+        return
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                print(f"tuneloop: the jobs worker (process {pid}) is gone; stopping this trainer", file=sys.stderr, flush=True)
+                os._exit(75)  # checkpoints are atomic: the resumed run continues from the last complete one
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, name="worker-watch", daemon=True).start()
 
 
 class _DefaultCommand(typer.core.TyperGroup):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tuneloop.artifacts import tuneloop_home
@@ -153,15 +153,29 @@ class JobStore:
             queued = session.scalars(select(FineTuningJob.id).where(FineTuningJob.status == "queued")
                                      .order_by(FineTuningJob.created_at, FineTuningJob.id)).all()
         for job_id in queued:
-            if self.set_status(job_id, "running", only_from=("queued",), worker=worker, started_at=utcnow()):
+            if self.set_status(job_id, "running", only_from=("queued",), worker=worker, started_at=utcnow(),
+                               heartbeat_at=utcnow(), trainer_pid=None):
                 return self.job(job_id)
         return None
 
+    def renew(self, job_id: str, worker: str, trainer_pid: int | None = None) -> bool:
+        """Renew `worker`'s lease on a running job (and record its trainer); False when the lease is lost:
+        the job is no longer running, or another worker has taken it over."""
+        values = {"heartbeat_at": utcnow(), **({"trainer_pid": trainer_pid} if trainer_pid is not None else {})}
+        query = update(FineTuningJob).where(FineTuningJob.id == job_id, FineTuningJob.worker == worker,
+                                            FineTuningJob.status.in_(("running", "cancelled")))
+        with Session(self.engine) as session:
+            changed = session.execute(query.values(**values)).rowcount
+            session.commit()
+        return bool(changed)
+
     def orphaned(self, worker_prefix: str) -> list[dict]:
-        """Jobs marked running by a worker of an earlier process (it died or was restarted)."""
+        """Jobs marked running by a worker of an earlier process (it died or was restarted), with the lease."""
         with Session(self.engine) as session:
             rows = session.scalars(select(FineTuningJob).where(FineTuningJob.status == "running"))
-            return [job_object(row) | {"worker": row.worker} for row in rows if not (row.worker or "").startswith(worker_prefix)]
+            return [job_object(row) | {"worker": row.worker, "trainer_pid": row.trainer_pid,
+                                       "heartbeat_at": as_utc(row.heartbeat_at) if row.heartbeat_at else None}
+                    for row in rows if not (row.worker or "").startswith(worker_prefix)]
 
     def run_dir(self, job_id: str) -> Path:
         with Session(self.engine) as session:
@@ -188,10 +202,11 @@ class JobStore:
                                  type="metrics" if data else "message", data=data))
             session.commit()
 
-    def seconds_since_event(self, job_id: str) -> float:
+    def last_reported_step(self, job_id: str) -> int:
+        """The highest training step a metrics event of the job names (0 before the first)."""
         with Session(self.engine) as session:
-            last = session.scalar(select(func.max(JobEvent.created_at)).where(JobEvent.job_id == job_id))
-        return float("inf") if last is None else (utcnow() - as_utc(last)).total_seconds()
+            data = session.scalars(select(JobEvent.data).where(JobEvent.job_id == job_id, JobEvent.type == "metrics"))
+            return max((d.get("step", 0) for d in data if isinstance(d, dict)), default=0)
 
     def events(self, job_id: str, after: str | None = None, limit: int = 20) -> tuple[list[dict], bool]:
         """Newest first, like OpenAI's; `after` is an event id from the previous page."""

@@ -50,6 +50,8 @@ class FineTuningJob(Base):
     estimated_finish: Mapped[int | None] = mapped_column(Integer)  # unix seconds
     run_dir: Mapped[str] = mapped_column(Text)
     worker: Mapped[str | None] = mapped_column(String(200))  # who runs it: host:pid:thread
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))  # renewed while the worker runs it
+    trainer_pid: Mapped[int | None] = mapped_column(Integer)  # the training process (its process group) on the worker's host
 
 
 class JobEvent(Base):

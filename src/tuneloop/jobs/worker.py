@@ -11,6 +11,7 @@ queued again at start-up and resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
@@ -34,7 +35,8 @@ from tuneloop.jobs.store import JobStore
 from tuneloop.layout import JobDir, TrainDir
 
 POLL_S = 0.5
-STALE_S = 600  # a running job on another host with no event for this long is taken as abandoned
+LEASE_S = 60  # a running job whose worker has not renewed its lease for this long is taken as abandoned
+LOCK_WAIT_S = 120  # how long a resumed trainer waits for an older one to let go of the run folder
 
 
 class Worker:
@@ -50,23 +52,39 @@ class Worker:
         for job in self.store.orphaned(self.name):
             if not self._abandoned(job):
                 continue  # another live server is running it
-            self.store.set_status(job["id"], "queued", only_from=("running",), worker=None)
+            self._stop_orphaned_trainer(job)
+            self.store.set_status(job["id"], "queued", only_from=("running",), worker=None, trainer_pid=None)
             self.store.add_event(job["id"], "The server restarted while this job ran; it is queued again and will "
                                             "resume from its last checkpoint", level="warn")
         self._thread.start()
         return self
 
     def _abandoned(self, job: dict) -> bool:
-        """A running job whose worker is gone: a dead process on this host, or silent for STALE_S elsewhere."""
+        """A running job whose worker is gone: a dead process on this host, or a lease not renewed for LEASE_S."""
         host, _, rest = (job.get("worker") or "").partition(":")
         pid = rest.split(":")[0]
         if host == socket.gethostname() and pid.isdigit():
+            return int(pid) == os.getpid() or not _alive(int(pid))  # or: this process restarted its worker
+        renewed = job.get("heartbeat_at")
+        return renewed is None or (dt.datetime.now(dt.UTC) - renewed).total_seconds() > LEASE_S
+
+    def _stop_orphaned_trainer(self, job: dict) -> None:
+        """A dead worker's trainer exits by itself (it watches its worker), but never let it train on beside the
+        resumed run: stop its process group, and wait until it has."""
+        pid = job.get("trainer_pid")
+        if not pid or (job.get("worker") or "").partition(":")[0] != socket.gethostname() or not _alive(pid):
+            return
+        self.store.add_event(job["id"], f"Stopping the earlier trainer (process {pid}) before resuming", level="warn")
+        for sig, wait in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)):
             try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
-                return True
-            return int(pid) == os.getpid()  # this process restarted its worker
-        return self.store.seconds_since_event(job["id"]) > STALE_S
+                os.killpg(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                return
+            deadline = time.monotonic() + wait
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not _alive(pid):
+                return
 
     def stop(self, timeout: float = 30) -> None:
         self._stop.set()
@@ -91,7 +109,8 @@ class Worker:
         resume = bool(train_dir.checkpoints.all())
         self.store.add_event(job_id, "Fine-tuning job started" + (" (resuming from its last checkpoint)" if resume else ""))
         config_path, rows = self._prepare(job, run)
-        command = [sys.executable, "-m", "tuneloop.cli", "train", str(config_path), "--data", str(run.data.root), "--out", str(train_dir.root)]
+        command = [sys.executable, "-m", "tuneloop.cli", "train", str(config_path), "--data", str(run.data.root), "--out", str(train_dir.root),
+                   "--wait-for-lock", str(LOCK_WAIT_S)]
         if resume:
             command.append("--resume")
         if self.launcher:
@@ -100,6 +119,9 @@ class Worker:
         outcome = self._supervise(job, command, train_dir, total_steps, run.log)
         if outcome == "cancelled":
             self.store.add_event(job_id, "The job was cancelled")
+            return
+        if outcome == "lost":  # another worker took the job over (this one stalled past its lease): leave it to that one
+            self.store.add_event(job_id, f"Worker {self.name} lost its lease on the job and stopped its trainer", level="warn")
             return
         if outcome == "stopped":  # left `running`: the next worker to start queues it again and resumes it
             self.store.add_event(job_id, "The server is shutting down; the job will resume from its last checkpoint on restart",
@@ -129,53 +151,62 @@ class Worker:
         return path, rows
 
     def _supervise(self, job: dict, command: list[str], train_dir: TrainDir, total_steps: int, log_path: Path) -> int | str:
-        job_id, started, seen_lines, seen_checkpoints = job["id"], time.time(), 0, set()
+        job_id, started = job["id"], time.time()
+        # What an earlier run of this job (before a restart) already reported is not reported again.
+        reported = self.store.last_reported_step(job_id)
+        seen_checkpoints = {c["fine_tuned_model_checkpoint"] for c in self.store.checkpoints(job_id)}
+        # The trainer is tied to this process: it exits when this process is gone (TUNELOOP_WORKER_PID), so a
+        # server killed with -9 leaves no trainer behind to race the resumed one.
+        env = {**os.environ, "TUNELOOP_JOB_ID": job_id, "TUNELOOP_WORKER_PID": str(os.getpid())}
         with log_path.open("a") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                       env={**os.environ, "TUNELOOP_JOB_ID": job_id})
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+            owned = self.store.renew(job_id, self.name, trainer_pid=process.pid)
             while True:
                 finished = process.poll() is not None
-                seen_lines = self._metrics_events(job_id, train_dir, seen_lines, started, total_steps)
+                reported = self._metrics_events(job_id, train_dir, reported, started, total_steps)
                 self._new_checkpoints(job, train_dir, seen_checkpoints)
                 if finished:
                     return process.returncode
-                if self.store.job(job_id)["status"] == "cancelled" or self._stop.is_set():
-                    os.killpg(process.pid, signal.SIGTERM)
-                    process.wait(60)
-                    return "stopped" if self._stop.is_set() else "cancelled"
+                lost = not owned
+                if lost or self.store.job(job_id)["status"] == "cancelled" or self._stop.is_set():
+                    _stop_group(process)
+                    return "lost" if lost else "stopped" if self._stop.is_set() else "cancelled"
                 time.sleep(self.poll_s)
+                owned = self.store.renew(job_id, self.name)
 
-    def _metrics_events(self, job_id: str, train_dir: TrainDir, seen: int, started: float, total_steps: int) -> int:
+    def _metrics_events(self, job_id: str, train_dir: TrainDir, reported: int, started: float, total_steps: int) -> int:
+        """Events for the steps past `reported` (each step once, across restarts); returns the last step reported."""
         path = train_dir.metrics
         if not path.is_file():
-            return seen
-        lines = path.read_text().splitlines()
-        for line in lines[seen:]:
+            return reported
+        for line in path.read_text().splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
-                return seen  # a line being written: read it next time
+                return reported  # a line being written: read it next time
+            if record["step"] <= reported:
+                continue
             data = {"step": record["step"], "train_loss": record.get("train_loss"), "valid_loss": record.get("val_loss"),
                     "total_steps": total_steps}
             self.store.add_event(job_id, f"Step {record['step']}/{total_steps}: training loss={record.get('train_loss', float('nan')):.4f}",
                                  data=data)
             elapsed = time.time() - started
             self.store.update_job(job_id, estimated_finish=int(started + elapsed * total_steps / max(record["step"], 1)))
-            seen += 1
-        return seen
+            reported = record["step"]
+        return reported
 
     def _new_checkpoints(self, job: dict, train_dir: TrainDir, seen: set[str]) -> None:
         records = {}
         for checkpoint in train_dir.checkpoints.complete():
-            if checkpoint.path.name in seen:
+            name = f"{_model_name(job)}:ckpt-step-{checkpoint.step}"
+            if name in seen:
                 continue
-            seen.add(checkpoint.path.name)
+            seen.add(name)
             if not records:
                 records = {r["step"]: r for r in read_jsonl(train_dir.metrics)} if train_dir.metrics.is_file() else {}
             record = records.get(checkpoint.step, {})
             metrics = {"train_loss": record.get("train_loss"), "valid_loss": record.get("val_loss")}
-            self.store.add_checkpoint(job["id"], checkpoint.step, metrics, checkpoint.weights,
-                                      f"{_model_name(job)}:ckpt-step-{checkpoint.step}")
+            self.store.add_checkpoint(job["id"], checkpoint.step, metrics, checkpoint.weights, name)
 
     def _finish(self, job: dict, train_dir: TrainDir) -> None:
         manifest = read_manifest(train_dir.root)
@@ -187,6 +218,28 @@ class Worker:
                               registry_ref=version["ref"], trained_tokens=tokens)
         self.store.add_event(job["id"], f"New fine-tuned model created: {_model_name(job)} (registry {version['ref']})")
         self.store.add_event(job["id"], "The job has successfully completed")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process with that id
+        return True
+    return True
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM the trainer's process group (all ranks of a launcher), SIGKILL it if it does not stop in time."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+    except ProcessLookupError:
+        pass
 
 
 def _model_name(job: dict) -> str:

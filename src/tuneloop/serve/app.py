@@ -64,9 +64,11 @@ def create_app(catalog: Catalog, *, api_keys: list[str] | None = None, limits: L
         for work in background:
             work.start()
         yield
+        # Requests in flight are done by now (or past the drain limit): stop background work, then the engines.
+        budget = getattr(app.state, "stop_within", None)
         for work in background:
-            await run_in_threadpool(work.stop)
-        await run_in_threadpool(catalog.close)  # requests in flight are done by now; finish the queues
+            await run_in_threadpool(work.stop, *([max(budget(), 0.0)] if budget else []))
+        await run_in_threadpool(catalog.close, max(budget(), 0.0) if budget else None)
         if request_log is not None:
             request_log.close()
 

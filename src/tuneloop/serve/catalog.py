@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -118,9 +119,11 @@ class Catalog:
             names |= {f"{a['name']}@{a['alias']}" for a in self.registry.aliases()}
         return sorted(names)
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
+        """Stop every engine: queued requests finish, or are cancelled once `timeout` seconds have passed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         for engine in list(self.engines.values()):
-            engine.stop()
+            engine.stop(None if deadline is None else max(deadline - time.monotonic(), 0.0))
 
     def _default_alias(self, name: str) -> str:
         if ":" in name or "@" in name:

@@ -79,12 +79,19 @@ class Engine:
             del self.adapters[key]
             return True
 
-    def stop(self) -> None:
-        """Finish every queued and running job, then end the engine thread."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Finish every queued and running request, then end the engine thread; after `timeout` seconds,
+        cancel what is left (each ends with finish_reason "cancelled")."""
         with self._wake:
             self._stopping = True
             self._wake.notify()
-        self._thread.join()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            with self._wake:
+                for job in [*self._waiting, *(self._batch.jobs if self._batch else [])]:
+                    job.cancelled = True
+                self._wake.notify()
+            self._thread.join(30)
 
     # --- the engine thread --------------------------------------------------------------------------
     def _run(self) -> None:

@@ -20,7 +20,7 @@ import torch
 from peft import PeftModel
 from transformers import get_scheduler, set_seed
 
-from tuneloop.artifacts import read_manifest, write_manifest
+from tuneloop.artifacts import exclusive, read_manifest, write_manifest
 from tuneloop.config import ModelConfig, TrainConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.layout import Checkpoint, DataDir, TrainDir
@@ -37,14 +37,23 @@ from tuneloop.train.tracking import MetricsLog
 from tuneloop.ui import console, progress
 
 
-def train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, resume: bool = False, dry_run: bool = False) -> dict:
+def train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, resume: bool = False, dry_run: bool = False,
+          wait_for_lock: float = 0.0) -> dict:
     """Fine-tune `model_cfg.name` on `data_dir`/train.jsonl; write the result to `out`.
 
     `resume`: continue from the latest complete checkpoint in `out`/checkpoints, exactly where it was.
     `dry_run`: print the pre-flight estimate and the measured speed, then stop before training.
+    One trainer at a time writes `out` (a lock; another waits up to `wait_for_lock` seconds for it).
     """
-    started = time.time()
     world = World()
+    if dry_run or not world.main:  # a dry run writes nothing; ranks other than the first write nothing either
+        return _train(cfg, model_cfg, data_dir, out, resume, dry_run, world)
+    with exclusive(TrainDir(out).lock, "this training run", wait=wait_for_lock):
+        return _train(cfg, model_cfg, data_dir, out, resume, dry_run, world)
+
+
+def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, resume: bool, dry_run: bool, world: World) -> dict:
+    started = time.time()
     where = placement(cfg, world.local_rank)
     say = console.print if world.main else (lambda *a, **k: None)
     set_seed(cfg.seed)
