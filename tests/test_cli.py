@@ -30,7 +30,7 @@ def test_run_chains_every_stage_and_prints_json(tiny_pipeline, tmp_path):
     (None, ["run", "missing.yaml"], "missing.yaml: config file not found"),
     ("train: {lora: [r: 4\n", ["run", "bad.yaml"], "bad.yaml: line 1 is not valid YAML"),
     ("model: {name: llama-9000}\ndata: {inputs: [d.jsonl]}\n", ["run", "bad.yaml"], "unknown model name 'llama-9000'"),
-    ("data: {inputs: [nowhere.jsonl]}\n", ["run", "bad.yaml"], "nowhere.jsonl: input file not found"),
+    ("data: {inputs: [nowhere.jsonl]}\n", ["run", "bad.yaml"], "nowhere.jsonl: file not found (data.inputs)"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, setup, args, message):
     if setup is not None:

@@ -181,3 +181,38 @@ def test_unknown_type_raises_and_names_the_allowed_ones(kwargs):
 
 def test_every_type_has_a_default_placeholder():
     assert set(DEFAULT_PLACEHOLDERS) == set(PII_TYPES)
+
+
+@pytest.mark.parametrize("text, name", [
+    ("Please call me.\n\n-- James Smith", "James Smith"), ("Thanks\n— Ana Ruiz", "Ana Ruiz"), ("Hi\n\n--\nJames Smith", "James Smith"),
+    ("Regards,\nJohn Smith", "John Smith"), ("Best,\nMaria Lopez", "Maria Lopez"), ("ok – Tom Baker\n", "Tom Baker"),
+])
+def test_signatures_after_a_dash_or_a_sign_off_are_redacted(text, name):
+    redacted, found = Redactor(PII_TYPES, {}).redact(text)
+    assert name not in redacted and found["person"] == 1 and DEFAULT_PLACEHOLDERS["person"] in redacted
+
+
+@pytest.mark.parametrize("text", ["error -- Please help", "x -- Acme Support", "pick 2--3 items", "model — Blender Pro 3000 is broken"])
+def test_dashes_in_running_text_are_not_names(text):
+    assert Redactor(PII_TYPES, {}).redact(text)[0] == text
+
+
+def test_the_data_report_counts_exactly_the_placeholders_in_the_output(tmp_path):
+    """The shipped example through the data stage: every redaction the report counts is in the splits, and
+    no signature line with a name is left."""
+    import json
+    import re
+    from pathlib import Path
+
+    from tuneloop.config import DataConfig, TaskConfig
+    from tuneloop.data.prepare import prepare
+
+    source = Path(__file__).resolve().parents[1] / "examples" / "ticket_triage" / "tickets.jsonl"
+    report = prepare([source], tmp_path, DataConfig(), TaskConfig())
+    texts = [m["content"] for split in ("train", "val", "test") for line in (tmp_path / f"{split}.jsonl").read_text().splitlines()
+             for m in json.loads(line)["messages"]]
+    assert report["pii_redacted"].get("person", 0) > 0
+    for kind, placeholder in DEFAULT_PLACEHOLDERS.items():
+        assert placeholder not in source.read_text()  # so every placeholder in the output is a redaction
+        assert sum(t.count(placeholder) for t in texts) == report["pii_redacted"].get(kind, 0), kind
+    assert not [t for t in texts if re.search(r"(?m)^\s*(?:--|—)\s*[A-Z][a-z]+(?: [A-Z][a-z]+)?\s*$", t)]

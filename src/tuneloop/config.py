@@ -8,10 +8,11 @@ value, e.g. `pipeline.yaml: train.lora.r: must be > 0, got -4`.
 
 from __future__ import annotations
 
+import difflib
 import operator
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -345,11 +346,12 @@ def parse_config(raw: dict[str, Any], source: str = "config", base_dir: Path | N
     try:
         return PipelineConfig.model_validate(raw, context={"base_dir": base_dir})
     except ValidationError as err:
-        raise TuneloopError(f"{source}: {describe_validation_error(err)}") from None
+        raise TuneloopError(f"{source}: {describe_validation_error(err, PipelineConfig)}") from None
 
 
-def describe_validation_error(err: ValidationError) -> str:
-    """First error as 'yaml.path: what is wrong, got VALUE' (plus a count of the others)."""
+def describe_validation_error(err: ValidationError, root: type[BaseModel] | None = None) -> str:
+    """First error as 'yaml.path: what is wrong, got VALUE' (plus a count of the others); an unknown key
+    under `root` gets the closest known key as a suggestion."""
     errors = err.errors()
     first = errors[0]
     where = ".".join(str(part) for part in first["loc"]) or "(top level)"
@@ -360,7 +362,10 @@ def describe_validation_error(err: ValidationError) -> str:
         limit = next(iter(ctx.values()))
         what = f"must be {bounds[kind]} {limit}, got {first['input']!r}"
     elif kind == "extra_forbidden":
-        what = "unknown key (check the spelling against the documented config)"
+        known = _keys_at(root, first["loc"][:-1]) if root else []
+        close = difflib.get_close_matches(str(first["loc"][-1]), known, n=1, cutoff=0.6)
+        what = f"unknown key; did you mean '{close[0]}'?" if close else (
+            f"unknown key (known here: {', '.join(known)})" if known else "unknown key (check the spelling against the documented config)")
     elif kind == "missing":
         what = "is required"
     else:
@@ -368,6 +373,17 @@ def describe_validation_error(err: ValidationError) -> str:
         what = f"{message}, got {first['input']!r}"
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     return f"{where}: {what}{more}"
+
+
+def _keys_at(model: type[BaseModel], path: tuple) -> list[str]:
+    """The keys a config section accepts, found by walking `path` down from `model`."""
+    for part in path:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        inner = [t for t in (field.annotation, *get_args(field.annotation)) if isinstance(t, type) and issubclass(t, BaseModel)] if field else []
+        if not inner:
+            return []
+        model = inner[0]
+    return list(model.model_fields)
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:

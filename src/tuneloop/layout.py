@@ -218,6 +218,15 @@ class JobDir:
 
 
 @dataclass(frozen=True)
+class ProjectDir:
+    """A project as `tuneloop init` makes it (and as the shipped examples are laid out)."""
+
+    root: Path
+    config = _at("pipeline.yaml", "The pipeline: one section per stage.")
+    data = _at("data/examples.jsonl", "The sample rows `tuneloop init` writes.")
+
+
+@dataclass(frozen=True)
 class HomeDir:
     """What the server keeps under TUNELOOP_HOME for the jobs API: uploaded files and jobs, each by its id."""
 

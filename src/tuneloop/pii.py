@@ -7,7 +7,8 @@ IBANs (mod-97-checked); IPv4 and IPv6 addresses (checked with `ipaddress`); US S
 Insurance numbers; the user:password part of URLs; API keys (OpenAI, AWS, GitHub, Slack, Google,
 JWTs, and any long letters-and-digits token after "key", "token", "secret" or "password"); and
 person names, but only right after a sign-off or introduction cue ("Thanks, Maria Lopez",
-"Regards,\\nJohn Smith", "my name is Ana", "This is Ben Carter").
+"Regards,\\nJohn Smith", "my name is Ana", "This is Ben Carter") or alone on a signature line after a
+dash ("-- James Smith", "— Ana Ruiz").
 
 Known gap, plainly: names anywhere else ("I spoke to Maria Lopez yesterday") are NOT found. That
 needs a named-entity model, and none can be installed offline here from a trustworthy source, so
@@ -310,6 +311,15 @@ _PERSON = re.compile(
 )
 # Every `_PERSON` match starts with one of these (any case); "kind regards" is found at "regards".
 _PERSON_CUES = ("thank", "regards", "best", "cheers", "sincerely", "yours", "respectfully", "name is", "this is")
+# An e-mail signature after a dash ("-- James Smith", "— Ana Ruiz"), the name alone up to the end of its line.
+_DASHED = re.compile(
+    rf"""
+    (?<!\S)(?:--|—|–)[ \t]*(?:\r?\n[ \t]*)?                                   # the dash, maybe on its own line
+    (?P<name>{_WORD}(?:[ \t]+{_WORD}){{0,2}})(?=[ \t]*(?:\r?\n|$))               # then only the name on the line
+    """,
+    re.X,
+)
+_DASH_CUES = ("--", "—", "–")
 # Words that end a team or company sign-off: "Thanks, Acme Support" names no person.
 _ORG_WORDS = frozenset(
     """
@@ -335,7 +345,7 @@ def _is_name_word(word: str) -> bool:
 
 
 def _find_names(row: _Row) -> Iterator[Span]:
-    for match in _at_cues(_PERSON, _PERSON_CUES, row):
+    for match in (*_at_cues(_PERSON, _PERSON_CUES, row), *_at_cues(_DASHED, _DASH_CUES, row)):
         end = None
         for word in _NON_SPACE.finditer(match.group("name")):
             if word.group() in _ORG_WORDS:
@@ -360,7 +370,7 @@ _DETECTORS = (
     _Detector("ipv6", lambda row: row.text.count(":") >= 2, _matches(_IPV6, _is_ipv6)),
     _Detector("ipv4", lambda row: row.digits >= 4 and row.text.count(".") >= 3, _matches(_IPV4, _is_ipv4)),
     _Detector("phone", lambda row: row.digits >= 7, _matches(_PHONE, _is_phone)),
-    _Detector("person", lambda row: _contains_any(row.lower, _PERSON_CUES), _find_names),
+    _Detector("person", lambda row: _contains_any(row.lower, _PERSON_CUES + _DASH_CUES), _find_names),
 )
 
 

@@ -176,7 +176,7 @@ def test_too_few_samples_gives_no_verdict_and_skips_the_model():
 
     few = generate(COOKING, 29, (60, 120), seed=9)
     report = detect_drift(REFERENCE, few, embed=must_not_embed)
-    assert report == {"drift": False, "verdict": "too few samples", "n_reference": N, "n_current": 29, "checks": []}
+    assert report == {"drift": False, "verdict": "too few samples", "min_samples": 30, "n_reference": N, "n_current": 29, "checks": []}
     assert detect_drift(few, REFERENCE, embed=must_not_embed)["verdict"] == "too few samples"
     # min_samples comes from the config: 29 is enough when the user says so.
     assert detect_drift(REFERENCE, few, DriftConfig(min_samples=20), embed=lambda t: np.eye(len(t)))["verdict"] == "drift"

@@ -10,7 +10,9 @@
     tuneloop monitor report|drift|alerts|export-feedback
     tuneloop run CONFIG [--out DIR] [--json]
     tuneloop loop CONFIG [--out DIR] [--json]
-    tuneloop demo [--json] [--out DIR]
+    tuneloop demo [--full] [--resume] [--json] [--out DIR]
+    tuneloop init [DIR]          a project for your own data
+    tuneloop doctor              is this machine ready?
 
 A TuneloopError (bad input, missing file, unknown model) prints one line and exits with code 2.
 """
@@ -23,6 +25,7 @@ import typer
 
 from tuneloop.cli.monitoring import monitor_app
 from tuneloop.cli.pipelines import demo_cmd, loop_cmd, run_cmd
+from tuneloop.cli.project import doctor_cmd, init_cmd
 from tuneloop.cli.registry import registry_app
 from tuneloop.cli.serving import rag_app, route_app, serve_cmd
 from tuneloop.cli.stages import data_app, eval_app, export_cmd, train_cmd
@@ -45,6 +48,8 @@ VERBS = {
     "run": run_cmd,
     "loop": loop_cmd,
     "demo": demo_cmd,
+    "init": init_cmd,
+    "doctor": doctor_cmd,
 }
 for verb, target in VERBS.items():
     if isinstance(target, typer.Typer):

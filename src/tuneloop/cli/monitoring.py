@@ -75,6 +75,9 @@ def monitor_drift(model: Annotated[str, typer.Argument(help="Served version: NAM
     cfg, traffic, versions, start = _monitor_setup(config, registry, since)
     result = checks.drift(traffic, versions, model, cfg.monitor.drift, since=start, log=log)
     console.print(f"{result['model']}: [bold]{result['verdict']}[/] ({result['n_current']} requests vs {result['n_reference']} training rows)")
+    if result["verdict"] == "too few samples":
+        console.print(f"  no verdict: each side needs at least {result['min_samples']} texts (monitor.drift.min_samples); "
+                      f"widen --since or wait for more traffic")
     for check in result["checks"]:
         console.print(f"  {'DRIFT' if check['drift'] else 'ok   '} {check['name']}: {check['detail']}")
     _emit(result, as_json)

@@ -24,7 +24,7 @@ def serve_cmd(
     max_batch: Annotated[int, typer.Option(help="Requests generated together per model.")] = 16,
     max_queue: Annotated[int, typer.Option(help="Waiting requests per model before answering 429.")] = 64,
     max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 1024,
-    timeout: Annotated[float, typer.Option(help="Seconds a request may take, queueing included.")] = 120.0,
+    timeout: Annotated[float, typer.Option(help="Seconds a request may take, queueing included (the OpenAI SDK waits 600).")] = 600.0,
     drain_timeout: Annotated[float, typer.Option(help="On SIGTERM: seconds to finish requests in flight before exiting.", min=0)] = 30.0,
     request_log: Annotated[str, typer.Option(help="Where requests are logged: registry, off, or a .jsonl path.")] = "registry",
     router: Annotated[Optional[Path], typer.Option("--router", help="Router YAML: one model name that picks a model per request.")] = None,
@@ -37,6 +37,7 @@ def serve_cmd(
     from tuneloop.extras import require
 
     require("serve", "tuneloop serve")
+    _check_models(model or [], base, registry)  # before the model loads: a typo fails in a second
     from tuneloop.serve.handler import Limits
     from tuneloop.serve.process import DrainingServer
     from tuneloop.server import ServeOptions, build_app
@@ -49,6 +50,20 @@ def serve_cmd(
     app, catalog = build_app(options)
     console.print(f"serving {', '.join(catalog.listing())} on http://{host}:{port}/v1 (base {catalog.base})")
     DrainingServer(app, host=host, port=port, drain_timeout=drain_timeout).run()
+
+
+def _check_models(models: list[str], base: str | None, registry: str | None) -> None:
+    from tuneloop.models.resolve import check_model
+
+    if base:
+        check_model(base)
+    refs = [m for m in models if not Path(m).is_dir() and not m.startswith("ft:")]
+    if refs:
+        from tuneloop.registry.store import Registry
+
+        known = Registry(registry)
+        for ref in refs:
+            known.resolve(ref)
 
 
 def _pairs(items: list[str], option: str) -> dict[str, Path]:

@@ -12,10 +12,11 @@ from typing import Annotated, Optional
 import typer
 
 from tuneloop.artifacts import new_run_dir, read_manifest
-from tuneloop.cli.common import Json, Out, _emit, _quiet_libraries
+from tuneloop.cli.common import Json, Out, _emit, _quiet_libraries, check_inputs, suggest_path
 from tuneloop.config import PipelineConfig, load_config
 from tuneloop.errors import TuneloopError
 from tuneloop.layout import DataDir, EvalDir
+from tuneloop.models.resolve import check_model
 from tuneloop.ui import console
 
 # --- data ----------------------------------------------------------------------------------------
@@ -24,18 +25,24 @@ data_app = typer.Typer(help="Validate, clean and split raw data.", no_args_is_he
 
 @data_app.command("prepare")
 def data_prepare(
-    inputs: Annotated[list[Path], typer.Argument(help="JSONL files.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Data files: JSONL, JSON, CSV or Parquet (chat, prompt/completion, alpaca or preference rows).")],
     out: Annotated[Path, typer.Option("--out", help="Output directory.")],
     config: Annotated[Optional[Path], typer.Option("--config", help="Pipeline YAML (data, task and model sections).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Model whose tokenizer measures lengths (default: the config's).")] = None,
     as_json: Json = False,
 ) -> None:
     from tuneloop.config import ModelConfig
+
+    cfg = load_config(config) if config else PipelineConfig()
+    model_cfg = ModelConfig(name=model) if model else (cfg.model if config else None)
+    for path in inputs:  # before the heavy imports: a typo fails in a second
+        if not path.is_file():
+            raise TuneloopError(f"{path}: input file not found{suggest_path(path)}")
+    if model_cfg:
+        check_model(model_cfg.name)
     from tuneloop.data.prepare import prepare
 
     _quiet_libraries()
-    cfg = load_config(config) if config else PipelineConfig()
-    model_cfg = ModelConfig(name=model) if model else (cfg.model if config else None)
     report = prepare(inputs, out, cfg.data, cfg.task, model_cfg)
     for source, forms in report["forms"].items():
         console.print(f"{source}: detected form {', '.join(f'{form} ({n})' for form, n in forms.items())}")
@@ -57,18 +64,19 @@ def train_cmd(
     """Fine-tune (LoRA, DoRA, QLoRA or full; SFT or DPO) on a prepared data directory.
 
     Runs data-parallel when started by `torchrun` or `accelerate launch`."""
-    from tuneloop.train.trainer import train
-
     _exit_with_worker()
-    _quiet_libraries()
     cfg = load_config(config)
     read_manifest(data)
+    check_model(cfg.model.name)
     if resume and out is None:
         raise TuneloopError("--resume needs --out: the run directory whose checkpoints to continue from")
     if out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise TuneloopError("under torchrun / accelerate launch, give --out: every process must write to the same run directory")
     if out is None:
         out = Path("runs") / "dry-run" if dry_run else new_run_dir(Path("runs"), f"{cfg.name}-train")  # a dry run writes nothing
+    from tuneloop.train.trainer import train
+
+    _quiet_libraries()
     summary = train(cfg.train, cfg.model, data, out, resume=resume, dry_run=dry_run, wait_for_lock=wait_for_lock)
     _emit(summary, as_json)
 
@@ -103,7 +111,8 @@ class _DefaultCommand(typer.core.TyperGroup):
         return super().parse_args(ctx, args)
 
 
-eval_app = typer.Typer(cls=_DefaultCommand, help="Evaluate against baselines; blind A/B for humans.", no_args_is_help=True)
+eval_app = typer.Typer(cls=_DefaultCommand, no_args_is_help=True,
+                       help="Evaluate against baselines; blind A/B for humans. `tuneloop eval CONFIG ...` is short for `tuneloop eval run CONFIG ...`.")
 
 
 @eval_app.command("run")
@@ -118,12 +127,14 @@ def eval_cmd(
     """Fine-tuned vs base, prompt-engineered and RAG baselines on the test split; exit 1 when a gate fails.
 
     `tuneloop eval CONFIG ...` is short for `tuneloop eval run CONFIG ...`."""
+    cfg = load_config(config)
+    read_manifest(data)
+    check_inputs(cfg.model_copy(update={"data": cfg.data.model_copy(update={"inputs": []})}))
+    weights = _resolve_weights(model, registry) if model else None
     from tuneloop.eval.evaluate import evaluate
     from tuneloop.eval.table import metrics_table
 
     _quiet_libraries()
-    cfg = load_config(config)
-    weights = _resolve_weights(model, registry) if model else None
     out = out or new_run_dir(Path("runs"), f"{cfg.name}-eval")
     results = evaluate(cfg.eval, cfg.model, cfg.task, cfg.objective, data, weights, out)
     console.print(metrics_table(results))
@@ -138,7 +149,7 @@ def eval_cmd(
 @eval_app.command("ab-export")
 def eval_ab_export(
     eval_dir: Annotated[Path, typer.Argument(help="Eval run directory (its samples.jsonl).")],
-    out: Out = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where the A/B files go (default: EVAL_DIR/ab).")] = None,
     a: Annotated[str, typer.Option("--a", help="First system.")] = "finetuned",
     b: Annotated[str, typer.Option("--b", help="Second system.")] = "base",
     seed: int = 0,

@@ -76,14 +76,17 @@ def _plot_metrics(results: dict, systems: list[str], colours: dict, path: Path) 
     wide = {m for m in metrics if m in _WIDE or any(v is not None and abs(v) > 1 for v in (table[s].get(m) for s in systems))}
     unit = [m for m in metrics if m not in wide]
     other = [m for m in metrics if m in wide]
-    # One panel for all [0, 1] metrics, then a narrow panel per wide metric: each gets its own y scale.
-    panels = ([unit] if unit else []) + [[m] for m in other]
-    ratios = [max(1.2, 1.3 * len(p)) for p in panels]
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(6, sum(ratios) + 1), 4), dpi=110,
-                             gridspec_kw={"width_ratios": ratios}, squeeze=False)
+    # Panels of at most five [0, 1] metrics, then one per wide metric (each its own y scale), two panels to a
+    # row: a chart that stays readable at its size however many metrics there are.
+    panels = [unit[i:i + 5] for i in range(0, len(unit), 5)] + [[m] for m in other]
+    columns = min(2, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 3.6 * rows), dpi=100, squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     gates = {g["metric"]: _threshold(g) for g in results.get("gates") or []}
     width = 0.8 / len(systems)
-    for ax, group in zip(axes[0], panels):
+    for ax, group in zip(axes.flat, panels):
         for k, system in enumerate(systems):
             xs = [i + k * width for i in range(len(group))]
             heights = [table[system].get(m) or 0.0 for m in group]
@@ -97,12 +100,12 @@ def _plot_metrics(results: dict, systems: list[str], colours: dict, path: Path) 
                 x0 = i - width / 2
                 ax.hlines(gates[metric], x0, x0 + 0.8, colors="black", linestyles="dashed", linewidth=1)
         ax.set_xticks([i + width * (len(systems) - 1) / 2 for i in range(len(group))], group, rotation=20)
-        if group is unit:
+        if all(m in unit for m in group):
             ax.set_ylim(0, 1.05)
             ax.set_ylabel("score (dashed: objective gate; bars: 95% CI)")
         else:
             ax.set_ylim(bottom=0)
-    axes[0][0].legend(fontsize="small")
+    axes.flat[0].legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

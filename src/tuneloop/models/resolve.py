@@ -13,6 +13,7 @@ model until its quantizer marker is dropped (the weights are plain floats by the
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import logging
 import os
@@ -60,6 +61,36 @@ def resolve_model(ref: str | Path) -> str:
             "otherwise give a local folder, a .gguf file or a Hugging Face id like org/name)"
         )
     return text  # a hub id: transformers resolves and caches it
+
+
+def check_model(ref: str | Path) -> None:
+    """Fail now, without loading or converting anything, when `ref` cannot name a model: the cheap check that
+    commands run before their heavy imports (resolve_model does the real work later)."""
+    text = str(ref)
+    if text.lower() in EMBEDDED:
+        _embedded_gguf(text.lower())
+        return
+    path = Path(text).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return
+    try:
+        resolve_model(ref)  # anything else only checks here: a folder, a hub id, or the error
+    except TuneloopError as err:
+        close = difflib.get_close_matches(text.lower(), list(EMBEDDED), n=1, cutoff=0.6)
+        if close:
+            raise TuneloopError(f"{err}; did you mean '{close[0]}'?") from None
+        raise
+
+
+def embedded_status(name: str) -> tuple[str, str]:
+    """("ok" | "fail", what `tuneloop doctor` says about an embedded model)."""
+    try:
+        gguf = _embedded_gguf(name)
+    except TuneloopError as err:
+        return "fail", str(err)
+    converted = cache_dir() / "models" / name
+    state = f"converted in {converted}" if (converted / "config.json").is_file() else "converted to safetensors on first use (~15 s)"
+    return "ok", f"{gguf.name} ({gguf.stat().st_size / 2**20:.0f} MiB), {state}"
 
 
 def _embedded_gguf(name: str) -> Path:

@@ -41,7 +41,7 @@ def detect_drift(reference: list[str], current: list[str], cfg: DriftConfig = Dr
                  embed: Embed | None = None, seed: int = 0) -> dict[str, Any]:
     """Compare `current` with `reference`; returns a JSON-serialisable report (see the module docstring)."""
     _check_inputs(reference, current, reference_labels, current_labels)
-    report: dict[str, Any] = {"drift": False, "verdict": "too few samples",
+    report: dict[str, Any] = {"drift": False, "verdict": "too few samples", "min_samples": cfg.min_samples,
                               "n_reference": len(reference), "n_current": len(current), "checks": []}
     if min(len(reference), len(current)) < cfg.min_samples:
         return report

@@ -16,9 +16,9 @@ from tuneloop.pipelines.run import run_pipeline
 from tuneloop.ui import console
 
 
-def run_demo(cfg: PipelineConfig, run_dir: Path, traffic: bool = True) -> dict:
+def run_demo(cfg: PipelineConfig, run_dir: Path, traffic: bool = True, resume: bool = False) -> dict:
     """The pipeline's result; with `traffic`, also the burst's monitoring summary (`traffic`) and its overall row."""
-    result = run_pipeline(cfg, run_dir)
+    result = run_pipeline(cfg, run_dir, resume=resume)
     if traffic:
         require("serve", "the demo's traffic burst", instead="run the demo with --no-traffic")
         from tuneloop.pipelines.traffic import traffic_burst

@@ -12,6 +12,7 @@ entry. Deleted versions stay as tombstones, so a number is never reused (tables.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -202,8 +203,10 @@ class Registry:
 
     def _require_model(self, session: Session, name: str, ref: str) -> None:
         if session.scalar(select(func.count()).where(ModelVersion.name == name, _LIVE)) == 0:
-            known = session.scalars(select(ModelVersion.name).where(_LIVE).distinct().order_by(ModelVersion.name))
-            raise TuneloopError(f"registry has no model '{ref}' (registered: {', '.join(known) or 'none yet'})")
+            known = list(session.scalars(select(ModelVersion.name).where(_LIVE).distinct().order_by(ModelVersion.name)))
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise TuneloopError(f"registry has no model '{ref}' (registered: {', '.join(known) or 'none yet'}){hint}")
 
     def _no_version(self, session: Session, name: str, version: int | None) -> TuneloopError:
         deleted = session.scalar(select(ModelVersion.deleted_at).where(ModelVersion.name == name, ModelVersion.version == version))

@@ -28,6 +28,11 @@ def dora_key(job: Generation) -> str | None:
     return job.adapter.key if job.adapter and job.adapter.dora else None
 
 
+# Below this temperature sampling is greedy: dividing logits by a smaller number overflows to inf (and the
+# distribution is one token anyway).
+GREEDY_BELOW = 1e-4
+
+
 @dataclass
 class Sampling:
     temperature: float = 1.0
@@ -35,7 +40,7 @@ class Sampling:
     seed: int | None = None
 
     def generator(self) -> torch.Generator | None:
-        if self.temperature <= 0:
+        if self.temperature < GREEDY_BELOW:
             return None
         generator = torch.Generator()
         generator.manual_seed(self.seed if self.seed is not None else torch.seed())

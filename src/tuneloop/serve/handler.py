@@ -32,7 +32,7 @@ CHARS_PER_TOKEN = 32
 class Limits:
     default_max_tokens: int = 256
     max_tokens: int = 1024
-    timeout: float = 120.0  # seconds per request, queueing included
+    timeout: float = 600.0  # seconds per request, queueing included (what the OpenAI SDK waits by default)
     max_body_bytes: int = 8 * 2**20  # any request body but a file upload
     max_file_bytes: int = 512 * 2**20  # POST /v1/files
 
@@ -133,7 +133,9 @@ class Generate:
                 try:
                     kind, payload = await asyncio.wait_for(events.get(), max(deadline - time.perf_counter(), 0.001))
                 except asyncio.TimeoutError:
-                    job.cancelled, job.finish_reason, job.text = True, "timeout", f"the request ran out of time ({self.limits.timeout:g} s)"
+                    job.cancelled, job.finish_reason = True, "timeout"
+                    job.text = (f"the request ran out of time ({self.limits.timeout:g} s, the server's --timeout); the server "
+                                f"is busy or slow: retry, or start it with a longer --timeout")
                     return
                 if kind == "delta":
                     yield payload

@@ -37,6 +37,7 @@ class Estimate:
     gradient_checkpointing: bool
     tokens_per_epoch: int
     steps: int
+    layers: int = 1  # decoder layers (a dry run times one and two of them)
 
     def summary(self) -> str:
         return (
@@ -90,7 +91,7 @@ def estimate(model_name: str, cfg: TrainConfig, device: torch.device, bf16: bool
         peak = RUNTIME_BYTES + weights + state + activations(True)
     result = Estimate(
         params, trainable, weights / GiB, state / GiB, activations(checkpointing) / GiB, peak / GiB, available / GiB,
-        checkpointing, tokens_per_epoch, steps,
+        checkpointing, tokens_per_epoch, steps, layers,
     )
     if peak > available:
         raise TuneloopError(

@@ -29,7 +29,7 @@ from tuneloop.train.checkpoint import (best_checkpoint, latest_checkpoint, legac
                                       mark_best, prune, save_checkpoint)
 from tuneloop.train.distributed import World
 from tuneloop.train.early_stop import EarlyStop
-from tuneloop.train.methods import build_model, placement, trainable_parameters
+from tuneloop.train.methods import build_model, placement, shallow_model, trainable_parameters
 from tuneloop.train.objectives import Objective, build_objective
 from tuneloop.train.plots import plot_losses
 from tuneloop.train.preflight import estimate, measure_speed
@@ -73,11 +73,11 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, 
     if plan.gradient_checkpointing and not cfg.gradient_checkpointing:
         say("[yellow]gradient checkpointing on[/]: the run would not fit without it (about 20% slower)")
         cfg = cfg.model_copy(update={"gradient_checkpointing": True})
+    if dry_run:
+        return _dry_run(objective, model_cfg, cfg, plan, total_steps * micro_per_step * cfg.batch_size, data, world, where, say)
     model = build_model(model_cfg, cfg, where)
     objective.attach(model)
     params = trainable_parameters(model)
-    if dry_run:
-        return _dry_run(objective, model, plan, total_steps * micro_per_step * cfg.batch_size, data, world, where, say)
 
     # fused (CPU and CUDA): one kernel for all parameters, ~5x faster than the per-tensor loop on CPU for 33M parameters
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
@@ -176,13 +176,23 @@ def _scheduler(cfg: TrainConfig, optimizer, total_steps: int):
     return get_scheduler(name, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps), num_training_steps=total_steps)
 
 
-def _dry_run(objective: Objective, model, plan, examples_total: int, data: dict, world, where, say) -> dict:
-    """Time a few real micro-batches (forward + backward, no update) to estimate the run's duration."""
+def _dry_run(objective: Objective, model_cfg: ModelConfig, cfg: TrainConfig, plan, examples_total: int, data: dict,
+             world, where, say) -> dict:
+    """Estimate the run's duration without loading the model: time a real micro-batch (forward + backward, no
+    update) through the model cut to one and to two layers, and extrapolate to all of its layers."""
     first = objective.batches(0)[0]
     batch = objective.collate(first)
-    seconds = measure_speed(lambda: (objective.step(model, [batch], world, where), model.zero_grad(set_to_none=True)))
+    timed = {}
+    for layers in (1, 2):
+        model = shallow_model(model_cfg, cfg, where, layers)
+        objective.attach(model)
+        timed[layers] = measure_speed(lambda: (objective.step(model, [batch], world, where), model.zero_grad(set_to_none=True)),
+                                      micro_batches=2)
+    per_layer = max(timed[2] - timed[1], 0.0)
+    seconds = timed[1] + per_layer * (plan.layers - 1)
     estimated = seconds / len(first) * examples_total / world.size
-    say(f"dry run: {seconds:.2f} s per micro-batch of {len(first)}; estimated training time {estimated / 60:.1f} min")
+    say(f"dry run: about {seconds:.2f} s per micro-batch of {len(first)} (timed on 1 and 2 of {plan.layers} layers); "
+        f"estimated training time {estimated / 60:.1f} min")
     return {"dry_run": True, **plan.as_dict(), "seconds_per_micro_batch": round(seconds, 3), "estimated_seconds": round(estimated, 1), **data}
 
 

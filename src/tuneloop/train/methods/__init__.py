@@ -59,5 +59,24 @@ def build_model(model_cfg: ModelConfig, cfg: TrainConfig, where: Placement):
     return model.train()
 
 
+def shallow_model(model_cfg: ModelConfig, cfg: TrainConfig, where: Placement, layers: int):
+    """The configured model cut to its first `layers` decoder layers, with random weights (nothing is loaded):
+    what `--dry-run` times to estimate a run from a few layers. A 4-bit base is timed as its LoRA equivalent."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(resolve_model(model_cfg.name))
+    config.num_hidden_layers = layers
+    if isinstance(getattr(config, "layer_types", None), list):  # per-layer attention kinds (sliding windows)
+        config.layer_types = config.layer_types[:layers]
+    method = method_for(cfg)
+    dtype = torch.bfloat16 if where.bf16 and method.adapter else torch.float32
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype).to(where.device)
+    if cfg.gradient_checkpointing:
+        enable_activation_checkpointing(model)
+    model = (methods()["lora"] if method.name == "qlora" else method).wrap(model, cfg)
+    model.config.use_cache = False
+    return model.train()
+
+
 def trainable_parameters(model) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
