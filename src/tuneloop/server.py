@@ -7,6 +7,7 @@ stage and registry to the jobs worker, so that none of those stages imports anot
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from tuneloop.artifacts import read_manifest
 from tuneloop.config import DataConfig, ModelConfig, TaskConfig
 from tuneloop.db import Database
 from tuneloop.db.requestlog import RequestStore
+from tuneloop.errors import TuneloopError
 from tuneloop.jobs.api import jobs_router
 from tuneloop.jobs.store import JobStore
 from tuneloop.jobs.worker import Worker
@@ -25,9 +27,11 @@ from tuneloop.registry.lineage import register_run
 from tuneloop.registry.store import Registry
 from tuneloop.serve.app import create_app
 from tuneloop.serve.catalog import Catalog
+from tuneloop.serve.engine import Engine
 from tuneloop.serve.handler import Limits
 from tuneloop.serve.ab_routes import Routes
 from tuneloop.serve.telemetry import RequestLog
+from tuneloop.serve.vllm_settings import VllmSettings
 
 
 @dataclass
@@ -48,6 +52,8 @@ class ServeOptions:
     jobs: bool = True  # the fine-tuning jobs API (and, with run_jobs, a worker that runs the jobs)
     run_jobs: bool = True  # off: serve the jobs API but leave running the jobs to another server on the same database
     launcher: str | None = None  # e.g. "accelerate launch --num_processes 4" for multi-GPU jobs
+    engine: str = "tuneloop"  # or "vllm": tokens from vLLM child processes, everything else stays here
+    vllm: VllmSettings = field(default_factory=VllmSettings)
 
 
 def build_app(options: ServeOptions) -> tuple[FastAPI, Catalog]:
@@ -60,6 +66,7 @@ def build_app(options: ServeOptions) -> tuple[FastAPI, Catalog]:
         routes=Routes.load(options.routes) if options.routes else Routes(), folders=folders, jobs=jobs,
         router=_router(options.router), knowledge=_knowledge(options.knowledge), knowledge_k=options.knowledge_k,
         engine_options={"max_batch": options.max_batch, "max_queue": options.max_queue, "max_adapters": options.max_adapters},
+        engine_factory=_engine_factory(options),
     )
     for name in [*folders, *(m for m in options.models if not Path(m).is_dir())]:
         target = catalog.resolve(name)  # fails early on a name that does not resolve
@@ -72,6 +79,7 @@ def build_app(options: ServeOptions) -> tuple[FastAPI, Catalog]:
     background = [Worker(jobs, stages, launcher=options.launcher)] if jobs is not None and options.run_jobs else []
     app = create_app(catalog, api_keys=options.api_keys, limits=options.limits, request_log=sink, feedback=requests,
                      routers=routers, background=background)
+    app.state.on_hard_stop = [lambda: [e.kill() for e in catalog.engines.values() if hasattr(e, "kill")]]
     return app, catalog
 
 
@@ -93,6 +101,16 @@ class JobStages:
 
     def register(self, name: str, train_dir: Path, note: str) -> dict[str, Any]:
         return register_run(self.registry, name, train_dir, note=note)
+
+
+def _engine_factory(options: ServeOptions):
+    if options.engine == "tuneloop":
+        return Engine
+    if options.engine != "vllm":
+        raise TuneloopError(f"--engine {options.engine!r}: choose tuneloop (the default) or vllm")
+    from tuneloop.serve.vllm import VllmEngine
+
+    return functools.partial(VllmEngine, settings=options.vllm)
 
 
 def _router(path: Path | None):

@@ -18,8 +18,9 @@ def serve_cmd(
     base: Annotated[Optional[str], typer.Option("--base", help="Base model the adapters share (default: the first --model's base).")] = None,
     registry: RegistryUrl = None,
     routes: Annotated[Optional[Path], typer.Option("--routes", help="YAML with A/B traffic splits per route name.")] = None,
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: Annotated[Optional[str], typer.Option(help="Address to listen on (default 127.0.0.1, or serve.host).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default 8000, or serve.port).", min=1, max=65535)] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="Pipeline YAML: its serve section gives host, port and engine.")] = None,
     api_key: Annotated[Optional[list[str]], typer.Option("--api-key", help="Require this bearer key (repeatable; or TUNELOOP_API_KEYS).")] = None,
     max_batch: Annotated[int, typer.Option(help="Requests generated together per model.")] = 16,
     max_queue: Annotated[int, typer.Option(help="Waiting requests per model before answering 429.")] = 64,
@@ -32,21 +33,34 @@ def serve_cmd(
     jobs: Annotated[bool, typer.Option(help="Serve the fine-tuning jobs API and run its jobs.")] = True,
     run_jobs: Annotated[bool, typer.Option(help="Run queued jobs here (off: another server on the same database runs them).")] = True,
     launcher: Annotated[Optional[str], typer.Option(help="Run jobs under this launcher, e.g. 'accelerate launch --num_processes 4'.")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="What makes the tokens: tuneloop (our engine, the default) or vllm (a vLLM child process per model).")] = None,
+    vllm_python: Annotated[Optional[str], typer.Option(help="vLLM's Python (default: TUNELOOP_VLLM_PYTHON, else .venv-vllm/bin/python).")] = None,
+    vllm_arg: Annotated[Optional[list[str]], typer.Option("--vllm-arg", help="One more argument for vLLM's server (repeatable), e.g. --vllm-arg=--tensor-parallel-size=2.")] = None,
+    vllm_dtype: Annotated[str, typer.Option(help="vLLM's dtype: auto, float32 (answers equal to our engine's on CPU), bfloat16, ...")] = "auto",
+    vllm_max_lora_rank: Annotated[int, typer.Option(help="Largest LoRA rank vLLM accepts (8, 16, 32, 64, 128, 256).")] = 64,
 ) -> None:
     """Serve models behind an OpenAI-compatible API: many adapters on one base, A/B routes, batching."""
     from tuneloop.extras import require
 
     require("serve", "tuneloop serve")
+    from tuneloop.config import PipelineConfig, load_config
+
+    section = (load_config(config) if config else PipelineConfig()).serve
+    host, port, engine = host or section.host, port or section.port, engine or section.engine
+    if engine not in ("tuneloop", "vllm"):
+        raise TuneloopError(f"--engine {engine!r}: choose tuneloop (the default) or vllm")
     _check_models(model or [], base, registry)  # before the model loads: a typo fails in a second
     from tuneloop.serve.handler import Limits
     from tuneloop.serve.process import DrainingServer
+    from tuneloop.serve.vllm_settings import VllmSettings
     from tuneloop.server import ServeOptions, build_app
 
     _quiet_libraries()
     options = ServeOptions(models=model or [], base=base, registry=registry, routes=routes, api_keys=api_key or _env_keys(),
                            request_log=request_log, max_batch=max_batch, max_queue=max_queue,
                            limits=Limits(max_tokens=max_tokens, timeout=timeout), jobs=jobs, run_jobs=run_jobs, launcher=launcher,
-                           router=router, knowledge=_pairs(knowledge or [], "--knowledge"))
+                           router=router, knowledge=_pairs(knowledge or [], "--knowledge"), engine=engine,
+                           vllm=VllmSettings(python=vllm_python, args=list(vllm_arg or []), dtype=vllm_dtype, max_lora_rank=vllm_max_lora_rank))
     app, catalog = build_app(options)
     console.print(f"serving {', '.join(catalog.listing())} on http://{host}:{port}/v1 (base {catalog.base})")
     DrainingServer(app, host=host, port=port, drain_timeout=drain_timeout).run()

@@ -18,7 +18,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -96,8 +96,12 @@ def create_app(catalog: Catalog, *, api_keys: list[str] | None = None, limits: L
         return error(500, f"internal error ({err.__class__.__name__}); the server log has the details", "server_error")
 
     @app.get("/health")
-    def health() -> dict:
-        return {"status": "ok", "base_model": catalog.base, "queue_depth": sum(e.queue_depth for e in catalog.engines.values())}
+    def health():
+        down = [e.ref for e in catalog.engines.values() if not getattr(e, "healthy", True)]
+        body = {"status": "degraded" if down else "ok", "base_model": catalog.base,
+                "queue_depth": sum(e.queue_depth for e in catalog.engines.values()),
+                "engines": {e.ref: "down" if e.ref in down else "ok" for e in catalog.engines.values()}}
+        return JSONResponse(body, status_code=503 if down else 200)
 
     @app.get("/metrics")
     def prometheus() -> Response:

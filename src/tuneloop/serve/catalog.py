@@ -64,12 +64,13 @@ class Target:
 class Catalog:
     def __init__(self, base: str, *, registry: Versions | None = None, routes: Routes | None = None,
                  folders: dict[str, Path] | None = None, jobs: JobModels | None = None, router=None, knowledge: dict[str, Any] | None = None, knowledge_k: int = 3,
-                 engine_options: dict[str, Any] | None = None):
+                 engine_options: dict[str, Any] | None = None, engine_factory=Engine):
         self.base, self.registry, self.routes, self.jobs = base, registry, routes or Routes(), jobs
         self.router = router  # serve.router.Router: a model name that picks a route by the request's content
         self.knowledge, self.knowledge_k = dict(knowledge or {}), knowledge_k  # served name -> rag.KnowledgeBase
         self.folders = dict(folders or {})
         self.engine_options = engine_options or {}
+        self.engine_factory = engine_factory  # Engine (ours), or serve.vllm.VllmEngine: what makes the tokens
         self.engines: dict[str, Engine] = {}
         self._lock = threading.Lock()
         self.engine_for(base)
@@ -78,7 +79,7 @@ class Catalog:
         key = str(resolve_model(ref))
         with self._lock:
             if key not in self.engines:
-                self.engines[key] = Engine(ref, **self.engine_options)
+                self.engines[key] = self.engine_factory(ref, **self.engine_options)
             return self.engines[key]
 
     def resolve(self, requested: str, user: str | None = None) -> Target:

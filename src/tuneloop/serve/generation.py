@@ -63,6 +63,7 @@ class Generation:
     first_token_at: float | None = None
     _sent: int = 0
     generator: torch.Generator | None = field(init=False, default=None)
+    counted: int | None = None  # tokens an external engine reported generating (it does not hand us the ids)
 
     def __post_init__(self) -> None:
         # Made here, in the request's thread: a seed the generator refuses fails this request, not the batch.
@@ -93,6 +94,21 @@ class Generation:
         if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
             self._send(len(text) - _held_back(text, self.stop))
         return False
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.counted if self.counted is not None else len(self.tokens)
+
+    def add_text(self, delta: str) -> None:
+        """Text an external engine generated (it applies stop strings itself): pass it on as it comes."""
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        self.text += delta
+        self._send(len(self.text))
+
+    def finish_external(self, reason: str, completion_tokens: int) -> None:
+        self.counted = completion_tokens
+        self._finish(reason)
 
     def fail(self, message: str) -> None:
         self.finish_reason = "error"

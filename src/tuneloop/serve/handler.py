@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from tuneloop.errors import TuneloopError
 from tuneloop.http import error
 from tuneloop.models import render_prompt
 from tuneloop.serve.catalog import ModelNotFound, Target
@@ -84,8 +85,11 @@ class Generate:
         try:
             target.engine.submit(job)
         except Overloaded as err:
-            return self._fail(record, started, 429, f"server busy: {err}; retry shortly", kind="rate_limit_error",
-                              headers={**headers, "Retry-After": "1"})
+            status = getattr(err, "status", 429)  # 503 when the engine process is down and restarting
+            return self._fail(record, started, status, f"server busy: {err}; retry shortly",
+                              kind="rate_limit_error" if status == 429 else "server_error", headers={**headers, "Retry-After": "1"})
+        except TuneloopError as err:  # e.g. an adapter this engine cannot serve
+            return self._fail(record, started, 400, str(err), headers=headers)
         deadline = started + self.limits.timeout
         if body.stream:
             return StreamingResponse(self._stream(body, job, events, record, started, deadline, rid, sources),
@@ -177,7 +181,7 @@ class Generate:
         return {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
 
     def _done(self, record: dict, job: Generation, started: float) -> None:
-        record.update(status=200, latency_ms=(time.perf_counter() - started) * 1000, completion_tokens=len(job.tokens),
+        record.update(status=200, latency_ms=(time.perf_counter() - started) * 1000, completion_tokens=job.completion_tokens,
                       response=job.text, ttft_ms=((job.first_token_at or started) - started) * 1000)
         self._record(record)
 
@@ -214,5 +218,5 @@ def _handoff(events: asyncio.Queue):
 
 
 def _usage(job: Generation) -> dict[str, int]:
-    return {"prompt_tokens": len(job.prompt_ids), "completion_tokens": len(job.tokens),
-            "total_tokens": len(job.prompt_ids) + len(job.tokens)}
+    return {"prompt_tokens": len(job.prompt_ids), "completion_tokens": job.completion_tokens,
+            "total_tokens": len(job.prompt_ids) + job.completion_tokens}

@@ -38,4 +38,6 @@ class DrainingServer(uvicorn.Server):
     def _hard_stop(self) -> None:
         time.sleep(self.drain_timeout + HARD_STOP_MARGIN_S)
         print(f"tuneloop: shutdown took longer than --drain-timeout {self.drain_timeout:g} s; exiting now", file=sys.stderr, flush=True)
+        for kill in getattr(self.app.state, "on_hard_stop", []):
+            kill()  # child processes (vLLM) must not outlive the server
         os._exit(1)
