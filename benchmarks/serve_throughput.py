@@ -257,9 +257,11 @@ def markdown(settings: list[Setting], n: int, notes: list[str], header: list[str
 
 
 def write_section(path: Path, section: str) -> None:
-    """Replace the section in `path` (up to the next "## " heading), or append it; other sections stay."""
+    """Replace the section in `path` (up to the next "## " heading), or append it; other sections stay.
+    The section's first line is its heading."""
+    heading = section.splitlines()[0].strip()
     lines = path.read_text().splitlines() if path.exists() else ["# Benchmark results", ""]
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
+    start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)
     if start is None:
         lines = [*lines, *([""] if lines and lines[-1].strip() else []), *section.splitlines()]
     else:

@@ -244,8 +244,9 @@ class TrainConfig(Strict):
 class EvalConfig(Strict):
     # base: the base model zero-shot; prompted: the base model with engineered instructions and
     # `few_shot` examples from the train split; rag: the base model with the `rag_k` train examples
-    # most similar to the input (MiniLM embeddings); finetuned: the trained model.
-    systems: list[Literal["base", "prompted", "rag", "finetuned"]] = ["base", "prompted", "rag", "finetuned"]
+    # most similar to the input (MiniLM embeddings); finetuned: the trained model; constrained (opt-in): the
+    # trained model decoding under task.output_schema (or the rows' tool-call grammar), as `response_format` serves it.
+    systems: list[Literal["base", "prompted", "rag", "finetuned", "constrained"]] = ["base", "prompted", "rag", "finetuned"]
     few_shot: int = Field(3, ge=0)
     rag_k: int = Field(3, gt=0)
     # A knowledge base (`tuneloop rag index`): the rag system then answers from its passages instead

@@ -77,3 +77,32 @@ def test_a_full_fine_tune_is_evaluated_against_the_separately_loaded_base(tmp_pa
     evaluate(EvalConfig(max_new_tokens=6), model, TASK, ObjectiveConfig(), tmp_path, weights, tmp_path / "eval")
     samples = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]
     assert any(s["outputs"]["base"] != s["outputs"]["finetuned"] for s in samples)  # two different models answered
+
+
+def test_the_constrained_system_writes_schema_valid_json_where_the_model_alone_cannot(tmp_path, tiny_model_dir):
+    rows = ticket_rows(12)
+    write_jsonl(tmp_path / "train.jsonl", rows[:8])
+    write_jsonl(tmp_path / "test.jsonl", rows[8:])
+    model = ModelConfig(name=str(tiny_model_dir))
+    train(TrainConfig(max_steps=1, batch_size=4, lora=LoraConfig(r=4)), model, tmp_path, tmp_path / "train")
+    objective = ObjectiveConfig.model_validate({"gates": {"schema_valid@constrained": ">= 1"}})
+    cfg = EvalConfig(systems=["finetuned", "constrained"], max_new_tokens=16, bootstrap=100, regression=False)
+    closed = TaskConfig(output_schema={**TASK.output_schema, "additionalProperties": False}, label_fields=["category"])
+    results = evaluate(cfg, model, closed, objective, tmp_path, tmp_path / "train" / "adapter", tmp_path / "eval")
+    assert results["systems"]["constrained"]["schema_valid"] == 1.0 > results["systems"]["finetuned"]["schema_valid"]
+    assert results["objective_passed"] is True
+
+
+def test_tool_call_metrics_score_names_arguments_and_validity():
+    from tuneloop.metrics import Context, score_samples
+    from tuneloop.models.tools import call_text
+
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {
+        "type": "object", "properties": {"city": {"enum": ["Paris", "Oslo"]}}, "required": ["city"]}}}]
+    reference = call_text("weather", {"city": "Paris"})
+    predictions = [reference, call_text("weather", {"city": "Oslo"}), call_text("weather", {"city": "Rome"}), "It is sunny.", "Hi."]
+    references = [reference] * 4 + ["Hello!"]
+    scores = score_samples(predictions, references, Context(TaskConfig(), [tools] * 5))
+    picked = [(s["tool_name_accuracy"], s["tool_arguments_match"], s["tool_arguments_valid"]) for s in scores]
+    assert picked == [(1, 1, 1), (1, 0, 1), (1, 0, 0), (0, 0, 0), (1, 1, 1)]
+    assert "tool_name_accuracy" not in score_samples(predictions, references, Context(TaskConfig()))[0]

@@ -137,6 +137,26 @@ def test_greedy_answers_equal_our_engine(vllm_server, ours):
         assert all(a[:20] == b[:20] for a, b in zip(theirs, mine))
 
 
+def test_structured_outputs_and_tool_calls_on_vllm(vllm_server, ours):
+    """The same grammar text constrains vLLM (its llguidance backend): valid JSON and calls, equal to ours."""
+    from tests.serve.test_structured import TICKET, WEATHER
+    import jsonschema
+
+    schema = {"type": "json_schema", "json_schema": {"name": "ticket", "schema": TICKET}}
+    answers = {}
+    for name, url in (("vllm", vllm_server["url"]), ("ours", ours)):
+        api = client(url)
+        structured = [api.chat.completions.create(model="triage", messages=[{"role": "user", "content": p}], max_tokens=64,
+                                                  temperature=0, response_format=schema).choices[0].message.content for p in PROMPTS[:4]]
+        call = api.chat.completions.create(model="smollm2-135m-instruct", messages=[{"role": "user", "content": "Weather in Oslo?"}],
+                                           max_tokens=64, temperature=0, tools=[WEATHER], tool_choice="required").choices[0]
+        for text in structured:
+            jsonschema.validate(json.loads(text), TICKET)
+        assert call.finish_reason == "tool_calls" and call.message.tool_calls[0].function.name == "get_weather"
+        answers[name] = [*structured, call.message.tool_calls[0].function.arguments]
+    assert sum(a == b for a, b in zip(answers["vllm"], answers["ours"])) >= len(answers["ours"]) - 1, answers
+
+
 def test_requests_are_logged_and_sigterm_leaves_no_vllm_behind(vllm_server, setup):
     from tuneloop.db.requestlog import RequestStore
 

@@ -24,6 +24,9 @@ def write_report(report: dict, out: Path, assignment: dict[str, list[int]], leng
     if any(report["labels"][s] for s in report["labels"]):
         written.append(_plot_labels(report["labels"], folder.labels_plot))
     report["examples"] = {name: _example(folder.split(name), tokenizer) for name in assignment}
+    tool_row = _first_tool_call(folder.split("train")) if "train" in assignment else None
+    if tool_row is not None:  # how a tool call is written for the model, and what of it is trained
+        report["examples"]["train, a tool call"] = _rendered(tool_row, tokenizer)
     folder.report_html.write_text(_html(report, [p.name for p in written]))
     return [*written, folder.report_html]
 
@@ -34,10 +37,18 @@ def _example(path: Path, tokenizer) -> dict | None:
         line = handle.readline()
     if not line:
         return None
-    row = json.loads(line)
+    return _rendered(json.loads(line), tokenizer)
+
+
+def _first_tool_call(path: Path) -> dict | None:
+    with open(path) as handle:
+        return next((row for row in map(json.loads, handle) if any(m.get("tool_calls") for m in row.get("messages", []))), None)
+
+
+def _rendered(row: dict, tokenizer) -> dict:
     if tokenizer is None or "messages" not in row:
         return {"row": row}
-    encoded = encode_chat(tokenizer, row["messages"], max_len=1 << 20)
+    encoded = encode_chat(tokenizer, row["messages"], max_len=1 << 20, tools=row.get("tools"))
     trained = [t for t, label in zip(encoded.input_ids, encoded.labels) if label != IGNORE]
     return {
         "rendered": tokenizer.decode(encoded.input_ids),

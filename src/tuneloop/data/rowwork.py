@@ -81,7 +81,7 @@ class RowProcessor:
                 message["content"], found = self.redactor.redact(message["content"])
                 if found:
                     result.pii = found if result.pii is None else result.pii + found
-        emptied = next((m for m in texts(row) if not m["content"]), None)
+        emptied = next((m for m in texts(row) if not m["content"] and not m.get("tool_calls")), None)
         if emptied:
             return reject("empty_after_cleaning", f"a {emptied['role']} message is empty after cleaning", value=value)
         add_system_prompt(row, self.task.system_prompt)
@@ -112,8 +112,10 @@ def add_system_prompt(row: dict, system_prompt: str | None) -> None:
 
 
 def dedup_text(row: dict) -> str:
-    """What two rows must share to be duplicates: every non-system turn (and both answers of a pair)."""
-    return "\n".join(m["content"] for m in texts(row) if m["role"] != "system")
+    """What two rows must share to be duplicates: every non-system turn (and both answers of a pair), tool
+    calls included (their names and arguments, not their ids)."""
+    return "\n".join(m["content"] + "".join(c["function"]["name"] + c["function"]["arguments"] for c in m.get("tool_calls") or [])
+                     for m in texts(row) if m["role"] != "system")
 
 
 # --- parallel map ----------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-ROLES = ("system", "user", "assistant")
-MESSAGE_KEYS = {"role", "content", "weight", "name"}
+ROLES = ("system", "user", "assistant", "tool")
+MESSAGE_KEYS = {"role", "content", "weight", "name", "tool_calls", "tool_call_id"}
 
 
 @dataclass
@@ -37,7 +37,7 @@ def check_messages(messages: Any, name: str = "messages", need_assistant: bool =
     for i, message in enumerate(messages):
         # Fast path for the common, valid message; anything unusual goes through the full checks.
         if type(message) is dict and len(message) == 2 and type(message.get("content")) is str \
-                and message.get("role") in ROLES and message["content"].strip():
+                and message.get("role") in ROLES[:3] and message["content"].strip():  # a tool message needs its call id
             clean.append({"role": message["role"], "content": message["content"]})
             continue
         checked, problem = _check_message(message, f"{name}[{i}]")
@@ -52,14 +52,17 @@ def check_messages(messages: Any, name: str = "messages", need_assistant: bool =
 def _check_message(message: Any, where: str) -> tuple[dict | None, Rejection | None]:
     if not isinstance(message, dict):
         return None, Rejection("wrong_type", f"{where} must be an object, got {type(message).__name__}", where)
+    calls = message.get("tool_calls") if message.get("role") == "assistant" else None
     for key in ("role", "content"):
-        if key not in message:
+        if key not in message and not (key == "content" and calls):
             return None, Rejection("message_missing_key", f"{where} has no '{key}'", f"{where}.{key}")
     unknown = sorted(set(message) - MESSAGE_KEYS)
     if unknown:
         return None, Rejection("unknown_keys", f"{where} has unknown key(s) {unknown}", where)
     if message["role"] not in ROLES:
         return None, Rejection("unknown_role", f"{where}.role is {message['role']!r}, expected one of {list(ROLES)}", f"{where}.role")
+    if calls is not None or "tool_calls" in message or message["role"] == "tool":
+        return check_tool_message(message, where)
     if not isinstance(message["content"], str):
         return None, Rejection("wrong_type", f"{where}.content must be a string, got {type(message['content']).__name__}", f"{where}.content")
     if not message["content"].strip():
@@ -68,3 +71,47 @@ def _check_message(message: Any, where: str) -> tuple[dict | None, Rejection | N
     if weight not in (0, 1) or (weight == 0 and message["role"] != "assistant"):
         return None, Rejection("bad_weight", f"{where}.weight must be 0 or 1, on assistant messages only", f"{where}.weight")
     return {k: message[k] for k in ("role", "content", "weight") if k in message}, None
+
+
+def check_tool_message(message: dict, where: str) -> tuple[dict | None, Rejection | None]:
+    """An assistant message with `tool_calls` (its content may be empty) or a `tool` message (the answer to one)."""
+    from tuneloop.data.tool_rows import check_calls
+
+    role, content = message["role"], message.get("content")
+    if role == "tool":
+        if not isinstance(message.get("tool_call_id"), str) or not message["tool_call_id"]:
+            return None, Rejection("message_missing_key", f"{where} is a tool message without 'tool_call_id'", f"{where}.tool_call_id")
+        if not isinstance(content, str) or not content.strip():
+            return None, Rejection("empty_content", f"{where}.content (the tool's result) must be a non-empty string", f"{where}.content")
+        return {"role": "tool", "content": content, "tool_call_id": message["tool_call_id"]}, None
+    if role != "assistant" or "tool_call_id" in message:
+        return None, Rejection("unknown_keys", f"{where}: only assistant messages have tool_calls, only tool messages tool_call_id", where)
+    if content is not None and not isinstance(content, str):
+        return None, Rejection("wrong_type", f"{where}.content must be a string or null", f"{where}.content")
+    problem = check_calls(message["tool_calls"], where)
+    if problem:
+        return None, Rejection(*problem)
+    calls = [{"id": c["id"], "type": "function", "function": {"name": c["function"]["name"], "arguments": _as_text(c["function"].get("arguments", "{}"))}}
+             for c in message["tool_calls"]]
+    checked = {"role": "assistant", "content": content or "", "tool_calls": calls}
+    if "weight" in message:
+        checked["weight"] = message["weight"]
+    return checked, None
+
+
+def check_tool_row(messages: list[dict], tools: Any, where: str) -> tuple[list[dict] | None, Rejection | None]:
+    """A conversation's tool use against the row's `tools` (None when the row declares none)."""
+    from tuneloop.data.tool_rows import check_conversation, check_tools
+
+    if tools is not None:
+        tools, problem = check_tools(tools)
+        if problem:
+            return None, Rejection(*problem)
+    problem = check_conversation(messages, tools, where)
+    return (None, Rejection(*problem)) if problem else (tools, None)
+
+
+def _as_text(arguments: Any) -> str:
+    import json
+
+    return arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)

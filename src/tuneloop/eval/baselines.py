@@ -6,6 +6,8 @@
 - rag: the same frame, with the `rag_k` train examples most similar to the input (MiniLM cosine),
   i.e. retrieval of labelled examples from the team's own data; or, with a knowledge base
   (eval.rag_index), the `rag_k` best passages of it, in the template the server uses.
+- constrained: the finetuned model's conversations, decoded under the task's output schema (or, for rows with
+  tools, the tool-call grammar): what constrained decoding adds on top of fine-tuning.
 The baselines use the base model: what you would get without fine-tuning.
 """
 
@@ -19,19 +21,21 @@ import numpy as np
 from tuneloop.config import EvalConfig, TaskConfig
 from tuneloop.models.chat import last_text
 from tuneloop.models.embed import embed
+from tuneloop.models.tools import answer_text
 
 
 def split_row(row: dict) -> tuple[list[dict], str]:
-    """(conversation before the answer, reference answer) for chat or preference rows."""
+    """(conversation before the answer, reference answer) for chat or preference rows; an answer that calls
+    tools is its text with the calls written as the model writes them (models/tools.py)."""
     if "messages" in row:
-        return [_plain(m) for m in row["messages"][:-1]], row["messages"][-1]["content"]
+        return [_plain(m) for m in row["messages"][:-1]], answer_text(row["messages"][-1])
     return [_plain(m) for m in row["prompt"]], row["chosen"][-1]["content"]
 
 
 def conversations_for(system: str, conversations: list[list[dict]], train_rows: list[dict], task: TaskConfig, cfg: EvalConfig,
                       passages: list[list] | None = None) -> list[list[dict]]:
     """`passages`: the knowledge-base hits per conversation, when the rag system answers from documents."""
-    if system in ("base", "finetuned"):
+    if system in ("base", "finetuned", "constrained"):
         return conversations
     if system == "rag" and passages is not None:
         from tuneloop.rag.template import augment
@@ -63,4 +67,4 @@ def _framed(conversation: list[dict], shots: list[tuple[list[dict], str]], task:
 
 
 def _plain(message: dict) -> dict:
-    return {"role": message["role"], "content": message["content"]}
+    return {k: message[k] for k in ("role", "content", "tool_calls", "tool_call_id") if k in message}

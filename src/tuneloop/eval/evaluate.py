@@ -41,24 +41,29 @@ def evaluate(
     rows = read_jsonl(data.test)[: cfg.limit]
     if not rows:
         raise TuneloopError(f"{data.test}: the test split is empty; nothing to evaluate")
-    systems = [s for s in cfg.systems if s != "finetuned" or adapter is not None]
+    systems = [s for s in cfg.systems if s not in ("finetuned", "constrained") or adapter is not None]
     if not systems:
         raise TuneloopError("no system to evaluate: 'finetuned' needs a trained model (--model RUN_DIR)")
+    tools = [row.get("tools") for row in rows]
+    grammars = grammars_for(task, tools) if "constrained" in systems else None
     train_rows = read_jsonl(data.train) if {"prompted", "rag"} & set(systems) and data.train.is_file() else []
 
     # --- models: one load; baselines run with the adapter switched off ---------------------------
     tokenizer = load_tokenizer(model_cfg.name)
-    attached = "finetuned" in systems and not is_full_model(adapter)
+    trained = {"finetuned", "constrained"} & set(systems)
+    attached = bool(trained) and not is_full_model(adapter)
     model = load_model(model_cfg.name, adapter=adapter if attached else None)
-    tuned = load_model(adapter) if "finetuned" in systems and not attached else model
+    tuned = load_model(adapter) if trained and not attached else model
 
-    def answer(conversations_per_system: dict[str, list[list[dict]]], tag: str) -> dict[str, list[str]]:
+    def answer(conversations_per_system: dict[str, list[list[dict]]], tag: str, row_tools: list | None = None,
+               row_grammars: list | None = None) -> dict[str, list[str]]:
         outputs = {}
         for system, conversations in conversations_per_system.items():
-            prompts = [render_prompt(tokenizer, c) for c in conversations]
-            with model.disable_adapter() if system != "finetuned" and attached else nullcontext():
-                outputs[system] = generate(tuned if system == "finetuned" else model, tokenizer, prompts,
-                                           cfg.max_new_tokens, cfg.batch_size, label=f"{tag} {system}")
+            prompts = [render_prompt(tokenizer, c, row_tools[i] if row_tools else None) for i, c in enumerate(conversations)]
+            with model.disable_adapter() if system not in trained and attached else nullcontext():
+                outputs[system] = generate(tuned if system in trained else model, tokenizer, prompts, cfg.max_new_tokens,
+                                           cfg.batch_size, label=f"{tag} {system}",
+                                           grammars=row_grammars if system == "constrained" else None)
         return outputs
 
     # --- test split ----------------------------------------------------------------------------------
@@ -69,8 +74,8 @@ def evaluate(
 
         passages = retrieve(load_knowledge(cfg.rag_index), [c[-1]["content"] for c in conversations], cfg.rag_k)
     framed = {s: conversations_for(s, list(conversations), train_rows, task, cfg, passages) for s in systems}
-    outputs = answer(framed, "eval")
-    scored = score_systems(outputs, list(references), task, cfg.bootstrap, cfg.seed)
+    outputs = answer(framed, "eval", tools, grammars)
+    scored = score_systems(outputs, list(references), task, cfg.bootstrap, cfg.seed, tools)
     gates = check_gates(objective, scored["systems"], scored["gated_system"])
     summary = {
         "n_test": len(rows), **{k: v for k, v in scored.items() if k != "per_sample"}, "gates": gates,
@@ -98,13 +103,28 @@ def evaluate(
     return summary
 
 
+def grammars_for(task: TaskConfig, tools: list[list[dict] | None]) -> list[str | None]:
+    """The `constrained` system's grammar per test row: its tools' calls (free text allowed, calls valid), else
+    the task's output schema."""
+    from tuneloop.grammar import json_grammar, tool_grammar
+    from tuneloop.models.tools import functions
+
+    if task.output_schema is None and not any(tools):
+        raise TuneloopError("eval.systems has 'constrained', which decodes under task.output_schema or the rows' tools; "
+                            "this task has neither: set task.output_schema or remove 'constrained'")
+    return [tool_grammar(functions(t), required=False, parallel=True) if t
+            else json_grammar(task.output_schema) if task.output_schema is not None else None for t in tools]
+
+
 def _edge_cases(cfg: EvalConfig, systems: list[str], task: TaskConfig, train_rows: list[dict], answer) -> dict:
     """The configured edge/adversarial file, scored on its own: never mixed into the test metrics."""
     if not cfg.edge_cases.is_file():
         raise TuneloopError(f"{cfg.edge_cases}: edge-case file not found (eval.edge_cases)")
     rows = read_jsonl(cfg.edge_cases)
     conversations, references = zip(*(split_row(r) for r in rows))
-    outputs = answer({s: conversations_for(s, list(conversations), train_rows, task, cfg) for s in systems}, "edge")
+    tools = [row.get("tools") for row in rows]
+    grammars = grammars_for(task, tools) if "constrained" in systems else None
+    outputs = answer({s: conversations_for(s, list(conversations), train_rows, task, cfg) for s in systems}, "edge", tools, grammars)
     scored = score_systems(outputs, list(references), task, cfg.bootstrap, cfg.seed)
     return {"n": len(rows), "file": str(cfg.edge_cases), "systems": scored["systems"],
             "outputs": [{"input": c[-1]["content"], **{s: outputs[s][i] for s in outputs}} for i, c in enumerate(conversations)]}

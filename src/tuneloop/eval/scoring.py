@@ -12,15 +12,16 @@ from tuneloop.metrics.labels import confusion_tables
 from tuneloop.eval.stats import paired_bootstrap
 
 
-def score_systems(outputs: dict[str, list[str]], references: list[str], task: TaskConfig, resamples: int, seed: int) -> dict:
-    ctx = Context(task)
+def score_systems(outputs: dict[str, list[str]], references: list[str], task: TaskConfig, resamples: int, seed: int,
+                  tools: list[list[dict] | None] | None = None) -> dict:
+    ctx = Context(task, tools if tools and any(tools) else None)
     per_sample = {s: score_samples(answers, references, ctx) for s, answers in outputs.items()}
     systems = {s: {**mean_scores(per_sample[s]), **score_corpus(answers, references, ctx)} for s, answers in outputs.items()}
 
     def corpus(system: str, indices: np.ndarray) -> dict[str, float]:
         return score_corpus([outputs[system][i] for i in indices], [references[i] for i in indices], ctx)
 
-    gated = "finetuned" if "finetuned" in outputs else next(iter(outputs))
+    gated = next((s for s in ("finetuned", "constrained") if s in outputs), next(iter(outputs)))
     intervals, spreads = paired_bootstrap(per_sample, corpus, gated, resamples=resamples, seed=seed)
     differences = {
         other: {m: {"diff": systems[gated][m] - systems[other][m], "low": low, "high": high} for m, (low, high) in metrics.items()}

@@ -25,6 +25,7 @@ CORPUS: dict[str, Callable] = {}
 @dataclass
 class Context:
     task: TaskConfig = field(default_factory=TaskConfig)
+    tools: list[list[dict] | None] | None = None  # each sample's declared tools, when the task calls tools
 
 
 def sample_metric(fn: Callable) -> Callable:

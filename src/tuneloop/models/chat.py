@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from tuneloop.errors import TuneloopError
+from tuneloop.models.tools import plain_messages
 
 IGNORE = -100
 
@@ -33,17 +34,19 @@ def last_text(messages: list[dict], role: str = "user") -> str:
     return content if isinstance(content, str) else "".join(part.get("text", "") for part in content)
 
 
-def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> str:
-    """The exact text the model sees before it starts its answer."""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict], tools: list[dict] | None = None) -> str:
+    """The exact text the model sees before it starts its answer (`tools`: OpenAI function definitions,
+    written into the system message; see models/tools.py)."""
+    return tokenizer.apply_chat_template(plain_messages(messages, tools), tokenize=False, add_generation_prompt=True)
 
 
-def encode_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict], max_len: int) -> Encoded:
-    """Token ids and labels for a conversation; labels are -100 outside assistant answers."""
+def encode_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict], max_len: int, tools: list[dict] | None = None) -> Encoded:
+    """Token ids and labels for a conversation; labels are -100 outside assistant answers (tool calls included)."""
     eot = tokenizer.eos_token
     ids: list[int] = []
     labels: list[int] = []
     rendered = ""
+    messages = plain_messages(messages, tools)
     plain = [{"role": m["role"], "content": m["content"]} for m in messages]  # templates see no extra keys
 
     def add(text: str, train: bool) -> None:

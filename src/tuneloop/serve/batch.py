@@ -18,14 +18,15 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from tuneloop.compat import cache_argument, growing_cache, merge_cache_rows
+from tuneloop.errors import TuneloopError
 from tuneloop.serve.generation import Generation, dora_key
 
 log = logging.getLogger(__name__)
 
 
 class Batch:
-    def __init__(self, model, pad_id: int, peft: bool):
-        self.model, self.pad_id, self.peft = model, pad_id, peft
+    def __init__(self, model, pad_id: int, peft: bool, end_ids: list[int] | None = None):
+        self.model, self.pad_id, self.peft, self.end_ids = model, pad_id, peft, sorted(end_ids or [])
         self.jobs: list[Generation] = []
         self.dora: str | None = None
         self.generators: list[torch.Generator | None] = []
@@ -63,8 +64,15 @@ class Batch:
     def step(self, on_token: Callable[[Generation, int], bool]) -> None:
         """Pick each row's next token, let finished rows leave, and compute the next logits.
 
-        A request whose sampling or decoding fails is failed and leaves; the other rows carry on."""
+        Rows with a grammar (structured outputs, tool calls) are masked first, each by its own matcher. A request
+        whose grammar, sampling or decoding fails is failed and leaves; the other rows carry on."""
+        broken = {}
+        if any(job.constraint is not None for job in self.jobs):
+            from tuneloop.grammar import restrict
+
+            broken = restrict([job.constraint for job in self.jobs], self.logits, self.end_ids)
         tokens, failed = _pick(self.logits, [job.sampling for job in self.jobs], self.generators)
+        failed.update(broken)
         keep = []
         for row, job in enumerate(self.jobs):
             try:
@@ -74,7 +82,10 @@ class Batch:
             except Exception as err:  # this request's problem alone
                 log.warning("request failed while sampling or decoding: %s: %s", err.__class__.__name__, err)
                 if not job.finished:
-                    job.fail(f"generation failed: {err.__class__.__name__}: {err}")
+                    if isinstance(err, TuneloopError):  # the request's own grammar allows no next token
+                        job.fail(f"the request's response_format or tools admit no continuation of {job.text!r}: {err}", status=400)
+                    else:
+                        job.fail(f"generation failed: {err.__class__.__name__}: {err}")
                 continue
             if not done:
                 keep.append(row)

@@ -35,6 +35,7 @@ class Engine:
         self.model = load_model(ref)
         layout_for_decoding(self.model)
         self.context = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])  # the logits' width
         self.max_batch, self.max_queue, self.max_adapters = max_batch, max_queue, max_adapters
         self.end_ids = {i for i in (self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")) if isinstance(i, int)}
         self.adapters: OrderedDict[str, AdapterRef] = OrderedDict()  # resident, least recently used first
@@ -51,6 +52,13 @@ class Engine:
     # --- called from request handlers ---------------------------------------------------------------
     def encode(self, prompt: str) -> list[int]:
         return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+    def constrain(self, job: Generation) -> None:
+        """Give `job` its own matcher for its grammar (raises GrammarError naming what cannot be compiled)."""
+        if job.grammar is not None:
+            from tuneloop.grammar import Constraint
+
+            job.constraint = Constraint(self.tokenizer, job.grammar, self.vocab_size)
 
     def submit(self, job: Generation) -> None:
         with self._wake:
@@ -133,7 +141,7 @@ class Engine:
             return batch
         try:
             self._ensure_loaded([job.adapter for job in joining if job.adapter], batch)
-            batch = batch or Batch(self.model, self.tokenizer.pad_token_id, peft=False)
+            batch = batch or Batch(self.model, self.tokenizer.pad_token_id, peft=False, end_ids=list(self.end_ids))
             # Loading the first adapter wraps the model (in place): point the batch at the wrapper.
             batch.model, batch.peft = self.model, hasattr(self.model, "peft_config")
             batch.join(joining)

@@ -64,6 +64,10 @@ class Generation:
     _sent: int = 0
     generator: torch.Generator | None = field(init=False, default=None)
     counted: int | None = None  # tokens an external engine reported generating (it does not hand us the ids)
+    # The grammar the answer must follow (Lark text, tuneloop/grammar.py), and this engine's matcher for it.
+    grammar: str | None = None
+    constraint: Any = None
+    status: int = 500  # the HTTP status of a failure: 400 when the request's own grammar led nowhere
 
     def __post_init__(self) -> None:
         # Made here, in the request's thread: a seed the generator refuses fails this request, not the batch.
@@ -82,6 +86,8 @@ class Generation:
             return True
         if token in end_ids:
             return self._finish("stop")
+        if self.constraint is not None:
+            self.constraint.take(token)  # raises if the token breaks the grammar: this request fails
         self.tokens.append(token)
         text = decode(self.tokens)
         cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
@@ -89,6 +95,8 @@ class Generation:
             self.text = text[:cut]
             return self._finish("stop")
         self.text = text
+        if self.constraint is not None and self.constraint.done:
+            return self._finish("stop")
         if len(self.tokens) >= self.max_tokens:
             return self._finish("length")
         if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
@@ -110,8 +118,8 @@ class Generation:
         self.counted = completion_tokens
         self._finish(reason)
 
-    def fail(self, message: str) -> None:
-        self.finish_reason = "error"
+    def fail(self, message: str, status: int = 500) -> None:
+        self.finish_reason, self.status = "error", status
         self.emit("error", message)
 
     def _finish(self, reason: str) -> bool:

@@ -16,12 +16,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from tuneloop.errors import TuneloopError
+from tuneloop.grammar import GrammarError
 from tuneloop.http import error
 from tuneloop.models import render_prompt
 from tuneloop.serve.catalog import ModelNotFound, Target
 from tuneloop.serve.engine import Overloaded
 from tuneloop.serve.generation import Generation, Sampling
 from tuneloop.serve.schemas import ChatRequest, CompletionRequest
+from tuneloop.serve.tool_calls import ToolStream, culprit, grammar_for, message
 
 
 # No tokenizer averages more characters per token than this over a whole prompt (English is ~4): a prompt
@@ -48,7 +50,7 @@ class Generate:
     async def __call__(self, body: ChatRequest | CompletionRequest):
         started, rid = time.perf_counter(), f"{'chatcmpl' if self.endpoint == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
         record = {"id": rid, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(), "model": body.model, "variant": None,
-                  "route": None, "user": body.user, "request": body.model_dump(exclude_none=True), "prompt_tokens": 0,
+                  "route": None, "user": body.user, "request": body.model_dump(exclude_none=True, by_alias=True), "prompt_tokens": 0,
                   "completion_tokens": 0, "response": None, "error": None, "ttft_ms": None}
         try:
             target, decision = await run_in_threadpool(self._resolve, body)
@@ -82,6 +84,13 @@ class Generate:
             job = Generation(ids, limit, _handoff(events), Sampling(body.temperature, body.top_p, body.seed), body.stop or [], target.adapter)
         except (RuntimeError, ValueError, OverflowError) as err:  # e.g. a seed the generator refuses
             return self._fail(record, started, 400, f"invalid sampling settings: {err}", headers=headers)
+        if self.endpoint == "chat":
+            job.grammar, field = grammar_for(body)
+            try:
+                await run_in_threadpool(target.engine.constrain, job)
+            except GrammarError as err:
+                field = culprit(body, field, err, lambda grammar: target.engine.constrain(Generation([], 1, _ignore, grammar=grammar)))
+                return self._fail(record, started, 400, f"{field}: {err}", code="invalid_schema", headers=headers, param=field)
         try:
             target.engine.submit(job)
         except Overloaded as err:
@@ -97,10 +106,11 @@ class Generate:
         async for _ in self._events(job, events, deadline):
             pass
         if job.finish_reason not in ("stop", "length"):
-            return self._fail(record, started, 504 if job.finish_reason == "timeout" else 500, job.text, kind="server_error", headers=headers)
+            status = 504 if job.finish_reason == "timeout" else job.status
+            return self._fail(record, started, status, job.text, kind="server_error" if status >= 500 else "invalid_request_error", headers=headers)
         self._done(record, job, started)
         return JSONResponse({"id": rid, "object": self.kind, "created": int(time.time()), "model": body.model,
-                             "choices": [self._choice(job.text, job.finish_reason, final=True)], "usage": _usage(job),
+                             "choices": [self._choice(job.text, job.finish_reason, final=True, body=body)], "usage": _usage(job),
                              **({"sources": sources} if sources is not None else {})}, headers=headers)
 
     def _resolve(self, body):
@@ -116,7 +126,7 @@ class Generate:
         """The prompt text, and the knowledge-base sources put into it (None without a knowledge base)."""
         if self.endpoint == "completion":
             return body.prompt, None
-        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        messages = [m.plain() for m in body.messages]
         sources = None
         knowledge = self.catalog.knowledge_for(target)
         if knowledge is not None and any(m["role"] == "user" for m in messages):
@@ -128,7 +138,7 @@ class Generate:
         # A model fine-tuned with a system prompt is served with it unless the client sends its own.
         if target.system_prompt and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": target.system_prompt})
-        return render_prompt(target.engine.tokenizer, messages), sources
+        return render_prompt(target.engine.tokenizer, messages, body.functions() if body.calls_tools() else None), sources
 
     async def _events(self, job: Generation, events: asyncio.Queue, deadline: float) -> AsyncIterator[str]:
         """Text deltas as they come; ends when the job is done, failed or out of time (job.finish_reason says)."""
@@ -160,25 +170,36 @@ class Generate:
                        "created": created, "model": body.model, "choices": [choice] if choice else [], **extra}
             return f"data: {json.dumps(payload)}\n\n"
 
+        tools = ToolStream({t.function.name for t in body.tools}) if self.endpoint == "chat" and body.calls_tools() else None
         if self.endpoint == "chat":
             yield chunk({"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None})
         async for delta in self._events(job, events, deadline):
-            yield chunk(self._choice(delta, None, final=False))
+            for part in tools.feed(delta) if tools else [{"content": delta}]:
+                yield chunk(self._delta(part))
         if job.finish_reason in ("stop", "length"):
-            yield chunk(self._choice("", job.finish_reason, final=False), **({"sources": sources} if sources is not None else {}))
+            for part in tools.finish() if tools else []:
+                yield chunk(self._delta(part))
+            finish = "tool_calls" if tools and tools.calls and job.finish_reason == "stop" else job.finish_reason
+            yield chunk(self._delta({}, finish), **({"sources": sources} if sources is not None else {}))
             if body.stream_options and body.stream_options.include_usage:
                 yield chunk({}, usage=_usage(job))
             self._done(record, job, started)
         else:
             yield f"data: {json.dumps({'error': {'message': job.text, 'type': 'server_error'}})}\n\n"
-            self._fail(record, started, 504 if job.finish_reason == "timeout" else 500, job.text)
+            self._fail(record, started, 504 if job.finish_reason == "timeout" else job.status, job.text)
         yield "data: [DONE]\n\n"
 
-    def _choice(self, text: str, finish: str | None, final: bool) -> dict[str, Any]:
+    def _choice(self, text: str, finish: str | None, final: bool, body=None) -> dict[str, Any]:
         if self.endpoint == "chat":
-            content = {"message": {"role": "assistant", "content": text}} if final else {"delta": {"content": text} if text else {}}
-            return {"index": 0, **content, "finish_reason": finish, "logprobs": None}
+            answer, finish = message(text, body, finish)
+            return {"index": 0, "message": answer, "finish_reason": finish, "logprobs": None}
         return {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+
+    def _delta(self, part: dict, finish: str | None = None) -> dict[str, Any]:
+        """One streamed choice: a content or tool-call delta (chat), or text (completions)."""
+        if self.endpoint == "chat":
+            return {"index": 0, "delta": part if part.get("content") != "" else {}, "finish_reason": finish, "logprobs": None}
+        return {"index": 0, "text": part.get("content", ""), "finish_reason": finish, "logprobs": None}
 
     def _done(self, record: dict, job: Generation, started: float) -> None:
         record.update(status=200, latency_ms=(time.perf_counter() - started) * 1000, completion_tokens=job.completion_tokens,
@@ -186,10 +207,10 @@ class Generate:
         self._record(record)
 
     def _fail(self, record: dict, started: float, status: int, message: str, kind: str = "invalid_request_error",
-              code: str | None = None, headers: dict | None = None) -> JSONResponse:
+              code: str | None = None, headers: dict | None = None, param: str | None = None) -> JSONResponse:
         record.update(status=status, latency_ms=(time.perf_counter() - started) * 1000, error=message)
         self._record(record)
-        return error(status, message, kind, code, headers)
+        return error(status, message, kind, code, headers, param=param)
 
     def _record(self, record: dict) -> None:
         self.metrics.observe(record, self.endpoint)
@@ -215,6 +236,10 @@ def _handoff(events: asyncio.Queue):
             pass
 
     return emit
+
+
+def _ignore(kind: str, payload: Any) -> None:
+    pass
 
 
 def _usage(job: Generation) -> dict[str, int]:

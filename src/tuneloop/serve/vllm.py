@@ -125,6 +125,13 @@ class VllmEngine:
             except ProcessLookupError:
                 pass
 
+    def constrain(self, job: Generation) -> None:
+        """Check `job`'s grammar compiles (so a bad schema is a 400 here, not an error inside vLLM); vLLM applies it."""
+        if job.grammar is not None:
+            from tuneloop.grammar import Constraint
+
+            Constraint(self.tokenizer, job.grammar, len(self.tokenizer))
+
     # --- one request ---------------------------------------------------------------------------------
     def _generate(self, job: Generation) -> None:
         started, tokens = time.perf_counter(), 0
@@ -134,6 +141,8 @@ class VllmEngine:
                 "skip_special_tokens": True}
         if job.sampling.seed is not None:
             body["seed"] = job.sampling.seed
+        if job.grammar is not None:  # the same Lark text our engine uses, through vLLM's llguidance backend
+            body["structured_outputs"] = {"grammar": job.grammar}
         reason = None
         try:
             with self._http.stream("POST", "/v1/completions", json=body, timeout=None) as response:
@@ -171,7 +180,8 @@ class VllmEngine:
         command = [self.settings.interpreter(), "-m", "vllm.entrypoints.openai.api_server", "--model", self.folder,
                    "--served-model-name", BASE_NAME, "--host", "127.0.0.1", "--port", str(self.port), "--dtype", self.settings.dtype,
                    "--max-model-len", str(self.context), "--enable-lora", "--max-lora-rank", str(self.settings.max_lora_rank),
-                   "--max-loras", str(max(1, self.max_adapters)), *self.settings.args]
+                   "--max-loras", str(max(1, self.max_adapters)), "--structured-outputs-config.backend", "guidance",
+                   *self.settings.args]
         env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "HF_HUB_OFFLINE": "1"}
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB of KV cache on a CPU; vLLM's default takes far more
         env.pop("PYTHONPATH", None)  # vLLM's environment, not ours

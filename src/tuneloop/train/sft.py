@@ -79,8 +79,9 @@ class Sft:
 
 def _encode(tokenizer, path: Path, cfg: TrainConfig) -> list[Encoded]:
     # Preference rows train on their chosen answer.
-    conversations = [row.get("messages") or [*row["prompt"], *row["chosen"]] for row in read_jsonl(path)]
-    examples = [encode_chat(tokenizer, messages, cfg.max_seq_len) for messages in conversations]
+    rows = read_jsonl(path)
+    conversations = [row.get("messages") or [*row["prompt"], *row["chosen"]] for row in rows]
+    examples = [encode_chat(tokenizer, messages, cfg.max_seq_len, row.get("tools")) for messages, row in zip(conversations, rows)]
     if cfg.loss_on == "all":  # every token is a target; the template is learned too
         examples = [Encoded(e.input_ids, list(e.input_ids), e.truncated) for e in examples]
     return [e for e in examples if e.n_target > 0]

@@ -66,5 +66,9 @@ def answer(row: dict) -> str | None:
     """The final answer the model is trained to give (the chosen one for preference rows)."""
     if "messages" in row:
         last = row["messages"][-1]
+        if last.get("tool_calls"):  # the calls as the model writes them
+            from tuneloop.models.tools import answer_text
+
+            return answer_text(last)
         return last["content"] if last["role"] == "assistant" else None
     return row["chosen"][0]["content"]

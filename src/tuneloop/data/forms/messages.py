@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from tuneloop.config import FieldNames
-from tuneloop.data.validate import Rejection, check_messages
+from tuneloop.data.validate import Rejection, check_messages, check_tool_row
 
 
 class Messages:
@@ -15,7 +15,7 @@ class Messages:
         return f.messages in row
 
     def keys(self, f: FieldNames) -> set[str]:
-        return {f.messages}
+        return {f.messages, "tools"}
 
     def convert(self, row: dict, f: FieldNames) -> tuple[dict | None, Rejection | None]:
         messages = row[f.messages]
@@ -25,7 +25,12 @@ class Messages:
             except json.JSONDecodeError:
                 return None, Rejection("wrong_type", f"'{f.messages}' is a string that is not a JSON list", f.messages)
         messages, problem = check_messages(messages, f.messages)
-        return (None, problem) if problem else ({"messages": messages}, None)
+        if problem:
+            return None, problem
+        if "tools" not in row and not any(m["role"] == "tool" or m.get("tool_calls") for m in messages):
+            return {"messages": messages}, None
+        tools, problem = check_tool_row(messages, row.get("tools"), f.messages)  # OpenAI's function-calling rows
+        return (None, problem) if problem else ({"messages": messages, **({"tools": tools} if tools else {})}, None)
 
 
 FORMS = [Messages()]
