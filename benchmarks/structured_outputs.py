@@ -11,7 +11,8 @@ drift in the machine's speed falls on both; the schema is the ticket-triage exam
 
 Per-token latency is a request's time after its first token divided by the tokens after the first (the
 decode step time it saw), the median over requests; tokens/s is all completion tokens over the wall time.
-Also counts the answers that parse and satisfy the schema. Writes the "## Structured outputs" section of
+Also counts the answers that ended on their own (not cut at max_tokens) and, of those, the ones that parse
+and satisfy the schema. Writes the "## Structured outputs" section of
 benchmarks/RESULTS.md unless --no-write.
 """
 
@@ -41,7 +42,7 @@ FORMAT = {"type": "json_schema", "json_schema": {"name": "triage", "schema": SCH
 async def one(client: httpx.AsyncClient, model: str, messages: list[dict], max_tokens: int, constrained: bool) -> dict:
     body = {"model": model, "messages": messages, "temperature": 0, "max_tokens": max_tokens, "stream": True,
             "stream_options": {"include_usage": True}, **({"response_format": FORMAT} if constrained else {})}
-    started, first, parts, tokens = time.perf_counter(), None, [], 0
+    started, first, parts, tokens, finish = time.perf_counter(), None, [], 0, None
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread()).decode(errors='replace')}")
@@ -51,12 +52,13 @@ async def one(client: httpx.AsyncClient, model: str, messages: list[dict], max_t
             chunk = json.loads(line[6:])
             tokens = (chunk.get("usage") or {}).get("completion_tokens", tokens)
             for choice in chunk.get("choices", []):
+                finish = choice.get("finish_reason") or finish
                 if choice.get("delta", {}).get("content"):
                     first = first or time.perf_counter()
                     parts.append(choice["delta"]["content"])
     done = time.perf_counter()
     per_token = (done - first) / (tokens - 1) if first and tokens > 1 else None
-    return {"latency": done - started, "per_token": per_token, "tokens": tokens, "valid": _valid("".join(parts))}
+    return {"latency": done - started, "per_token": per_token, "tokens": tokens, "valid": _valid("".join(parts)), "stopped": finish == "stop"}
 
 
 async def load(url: str, model: str, prompts: list[list[dict]], max_tokens: int, concurrency: int, constrained: bool) -> dict:
@@ -86,16 +88,17 @@ def summary(runs: list[dict]) -> dict:
     per_token = [a["per_token"] for a in answers if a["per_token"] is not None]
     return {"per_token_ms": statistics.median(per_token) * 1000, "tokens_s": sum(a["tokens"] for a in answers) / sum(r["wall"] for r in runs),
             "p50_latency": statistics.median(a["latency"] for a in answers), "tokens": statistics.mean(a["tokens"] for a in answers),
-            "valid": sum(a["valid"] for a in answers), "n": len(answers)}
+            "valid": sum(a["valid"] for a in answers), "stopped": sum(a["stopped"] for a in answers),
+            "valid_stopped": sum(a["valid"] for a in answers if a["stopped"]), "n": len(answers)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=24)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--concurrency", default="1,16")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/RESULTS.md")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -114,14 +117,16 @@ def main() -> None:
     finally:
         stop_server(server)
 
-    table = ["| setting | per-token latency (ms) | tokens/s | p50 latency (s) | mean tokens | schema-valid |", "|---|---:|---:|---:|---:|---:|"]
+    table = ["| setting | per-token latency (ms) | tokens/s | p50 latency (s) | mean tokens | ended (not max_tokens) | schema-valid of those |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     notes = []
     for concurrency, pair in results.items():
         for name, row in pair.items():
             table.append(f"| {'response_format json_schema' if name == 'constrained' else 'unconstrained'} c={concurrency} | {row['per_token_ms']:.1f} | "
-                         f"{row['tokens_s']:.1f} | {row['p50_latency']:.2f} | {row['tokens']:.1f} | {row['valid']}/{row['n']} |")
+                         f"{row['tokens_s']:.1f} | {row['p50_latency']:.2f} | {row['tokens']:.1f} | {row['stopped']}/{row['n']} | {row['valid_stopped']}/{row['stopped']} |")
         ratio = pair["constrained"]["per_token_ms"] / pair["free"]["per_token_ms"]
-        notes.append(f"c={concurrency}: constrained / unconstrained per-token latency **{ratio:.2f}x**")
+        throughput = pair["constrained"]["tokens_s"] / pair["free"]["tokens_s"]
+        notes.append(f"c={concurrency}: constrained / unconstrained per-token latency **{ratio:.2f}x** (median over requests); tokens/s {throughput:.2f}x")
     import torch
     import transformers
 

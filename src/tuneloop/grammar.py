@@ -143,7 +143,7 @@ class ConstrainedLogits:
 
 
 def _json(schema: dict[str, Any] | None) -> str:
-    return "%json " + json.dumps(_with_layout(schema), ensure_ascii=False)
+    return "%json " + json.dumps(_with_layout(schema))  # ASCII: no character of the schema can end the line
 
 
 def _with_layout(schema: dict[str, Any] | None) -> dict[str, Any]:
