@@ -55,9 +55,8 @@ def setup(tmp_path_factory):
     return {"root": root, "url": url}
 
 
-@pytest.fixture(scope="module")
-def vllm_server(setup):
-    """`tuneloop serve --engine vllm` as a user starts it, on a free port."""
+def start_vllm_server(setup) -> tuple[subprocess.Popen, int]:
+    """`tuneloop serve --engine vllm` as a user starts it, on a free port, once /health answers."""
     port = free_port()
     env = {**os.environ, "TUNELOOP_HOME": str(setup["root"] / "home"), "TUNELOOP_VLLM_PYTHON": VLLM_PYTHON, "VLLM_CPU_KVCACHE_SPACE": "1"}
     process = subprocess.Popen(
@@ -74,6 +73,12 @@ def vllm_server(setup):
                 break
         except httpx.HTTPError:
             time.sleep(1)
+    return process, port
+
+
+@pytest.fixture(scope="module")
+def vllm_server(setup):
+    process, port = start_vllm_server(setup)
     yield {"url": f"http://127.0.0.1:{port}", "process": process}
     if process.poll() is None:
         process.kill()
@@ -171,3 +176,25 @@ def test_requests_are_logged_and_sigterm_leaves_no_vllm_behind(vllm_server, setu
     time.sleep(1)
     left = [pid for pid in children if Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]]
     assert not left, f"vLLM processes left behind: {left}; the server said: {output}"
+
+
+def test_kill_9_of_the_server_leaves_no_vllm_behind(setup):
+    """No chance to clean up: vLLM's launcher sees its parent gone and stops vLLM's process group."""
+    process, _ = start_vllm_server(setup)
+    children = _vllm_processes()
+    assert children, "vLLM should be running under the server"
+    process.kill()
+    process.wait(30)
+    deadline = time.time() + 90
+    while _alive(children) and time.time() < deadline:
+        time.sleep(1)
+    assert not _alive(children), f"vLLM processes left behind after kill -9: {_alive(children)}"
+
+
+def _vllm_processes() -> list[str]:
+    found = subprocess.run(["pgrep", "-f", "vllm.entrypoints.openai.api_server|VLLM::"], capture_output=True, text=True)
+    return found.stdout.split()
+
+
+def _alive(pids: list[str]) -> list[str]:
+    return [pid for pid in pids if Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]]

@@ -163,13 +163,17 @@ def _torch() -> dict:
         return _check("torch", "fail", "not installed: pip install torch==2.13.0 (CPU) or your CUDA build")
     import torch
 
-    threads = torch.get_num_threads()
+    from tuneloop.threads import apply, cgroup_quota
+
+    threads, quota = apply(), cgroup_quota()
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         bf16 = "bf16" if torch.cuda.is_bf16_supported() else "no bf16"
         return _check("torch", "ok", f"{torch.__version__}, CUDA {torch.version.cuda}: {names} ({bf16})")
     build = "CPU build" if torch.version.cuda is None else f"CUDA {torch.version.cuda} build, but no GPU visible"
-    return _check("torch", "ok", f"{torch.__version__}, {build}; {threads} threads on {os.cpu_count()} cores")
+    limit = f", a CPU quota of {quota:g}" if quota else ""
+    return _check("torch", "ok", f"{torch.__version__}, {build}; {threads} threads ({os.cpu_count()} cores, "
+                                 f"{len(os.sched_getaffinity(0))} in this process's affinity mask{limit})")
 
 
 def _embedded_model() -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from tuneloop import threads
 from tuneloop.errors import TuneloopError
 from tuneloop.layout import TrainDir
 from tuneloop.models.resolve import resolve_model
@@ -48,6 +49,7 @@ def load_model(ref: str | Path, adapter: Path | None = None, dtype: torch.dtype 
     `adapter` may also be a full fine-tuning run's model folder, which then replaces the base."""
     if adapter is not None and is_full_model(Path(adapter)):
         ref, adapter = adapter, None
+    threads.apply()  # as many compute threads as this process may run at once (affinity, cgroup quota)
     model = AutoModelForCausalLM.from_pretrained(resolve_model(ref), dtype=dtype)
     if adapter is not None:
         from peft import PeftModel

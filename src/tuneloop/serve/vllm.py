@@ -38,6 +38,19 @@ from tuneloop.serve.vllm_settings import VllmSettings
 
 log = logging.getLogger(__name__)
 BASE_NAME = "base"  # the served name of the base model inside vLLM
+# Runs in vLLM's own Python, before its server: when tuneloop's process is gone, even after a kill -9 that
+# leaves no chance to clean up, it stops vLLM's whole process group, so no engine is left holding memory.
+LAUNCHER = """
+import os, runpy, signal, sys, threading, time
+parent = int(sys.argv[1])
+def watch():
+    while os.getppid() == parent:
+        time.sleep(1)
+    os.killpg(0, signal.SIGTERM)
+threading.Thread(target=watch, daemon=True).start()
+sys.argv = ["vllm.entrypoints.openai.api_server", *sys.argv[2:]]
+runpy.run_module("vllm.entrypoints.openai.api_server", run_name="__main__", alter_sys=True)
+"""
 
 
 class EngineUnavailable(Overloaded):
@@ -177,7 +190,7 @@ class VllmEngine:
     def _start(self) -> None:
         self.port = _free_port()
         self._http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=60)
-        command = [self.settings.interpreter(), "-m", "vllm.entrypoints.openai.api_server", "--model", self.folder,
+        command = [self.settings.interpreter(), "-c", LAUNCHER, str(os.getpid()), "--model", self.folder,
                    "--served-model-name", BASE_NAME, "--host", "127.0.0.1", "--port", str(self.port), "--dtype", self.settings.dtype,
                    "--max-model-len", str(self.context), "--enable-lora", "--max-lora-rank", str(self.settings.max_lora_rank),
                    "--max-loras", str(max(1, self.max_adapters)), "--structured-outputs-config.backend", "guidance",

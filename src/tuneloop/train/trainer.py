@@ -20,6 +20,7 @@ import torch
 from peft import PeftModel
 from transformers import get_scheduler, set_seed
 
+from tuneloop import threads
 from tuneloop.artifacts import exclusive, read_manifest, write_manifest
 from tuneloop.config import ModelConfig, TrainConfig
 from tuneloop.errors import TuneloopError
@@ -45,6 +46,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, r
     `dry_run`: print the pre-flight estimate and the measured speed, then stop before training.
     One trainer at a time writes `out` (a lock; another waits up to `wait_for_lock` seconds for it).
     """
+    threads.apply()  # as many compute threads as this process may run at once (affinity, cgroup quota)
     world = World()
     if dry_run or not world.main:  # a dry run writes nothing; ranks other than the first write nothing either
         return _train(cfg, model_cfg, data_dir, out, resume, dry_run, world)
