@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_throughput import ROOT, THREADS, cpu_name, free_port, stop_server, ticket_prompts, write_section  # noqa: E402
+from serve_throughput import ROOT, THREADS, cpu_name, free_port, publish, section, stop_server, ticket_prompts  # noqa: E402
 
 SECTION = "## Serving under CPU contention"
 GENERATE = """
@@ -131,10 +131,7 @@ def main() -> None:
               f"{THREADS} CPU threads ({cpu_name()}); the embedded SmolLM2-135M-Instruct, {args.requests} ticket prompts one at a "
               f"time, greedy, exactly {args.max_tokens} new tokens for generate (max_tokens for the server), --timeout {args.timeout:g} s; "
               f"burners: {THREADS} busy Python loops."]
-    section = "\n".join([SECTION, "", *header, "", *table, "", *(f"- {n}" for n in notes), ""])
-    print(section)
-    if not args.no_write:
-        write_section(args.out, section)
+    publish(section(SECTION, header, table, notes), args.out, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -253,7 +253,18 @@ def ratios(base: Setting, servers: list[Setting]) -> list[str]:
 def markdown(settings: list[Setting], n: int, notes: list[str], header: list[str]) -> str:
     table = ["| " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * (len(COLUMNS) - 1)]
     table += ["| " + " | ".join(cells(s, n)) + " |" for s in settings]
-    return "\n".join([SECTION, "", *header, "", *table, "", *(f"- {line}" for line in notes), ""])
+    return section(SECTION, header, table, notes)
+
+
+def section(heading: str, header: list[str], table: list[str], notes: list[str]) -> str:
+    """A RESULTS.md section: heading, how it was measured, the table, the ratios as bullets."""
+    return "\n".join([heading, "", *header, "", *table, "", *(f"- {line}" for line in notes), ""])
+
+
+def publish(text: str, out: Path, write: bool) -> None:
+    print(text)
+    if write:
+        write_section(out, text)
 
 
 def write_section(path: Path, section: str) -> None:

@@ -32,7 +32,7 @@ import jsonschema
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_throughput import ROOT, THREADS, cpu_name, free_port, start_server, stop_server, ticket_prompts, write_section  # noqa: E402
+from serve_throughput import ROOT, THREADS, cpu_name, free_port, publish, section, start_server, stop_server, ticket_prompts  # noqa: E402
 
 SECTION = "## Structured outputs"
 SCHEMA = yaml.safe_load((ROOT / "examples/ticket_triage/pipeline.yaml").read_text())["task"]["output_schema"]
@@ -134,10 +134,7 @@ def main() -> None:
               f"{THREADS} CPU threads ({cpu_name()}, {platform.machine()}); torch {torch.__version__}, transformers {transformers.__version__}. "
               f"{args.model}, {args.requests} ticket-triage prompts x {args.rounds} rounds per variant, greedy, max_tokens {args.max_tokens}, streamed; "
               "the variants alternate on one server. Schema: the ticket-triage output_schema, compiled by llguidance."]
-    section = "\n".join([SECTION, "", *header, "", *table, "", *(f"- {n}" for n in notes), ""])
-    print(section)
-    if not args.no_write:
-        write_section(args.out, section)
+    publish(section(SECTION, header, table, notes), args.out, write=not args.no_write)
 
 
 if __name__ == "__main__":

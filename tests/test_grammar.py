@@ -1,5 +1,5 @@
 """Constrained decoding (tuneloop/grammar.py) on the real SmolLM2 tokenizer: what each grammar accepts and
-refuses, masks for a batch filled in parallel with per-row failure isolation, and the HF logits processor."""
+refuses, masks for a batch filled in parallel with per-row failure isolation, and generate's logits processor."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from tuneloop.grammar import ConstrainedLogits, Constraint, GrammarError, json_grammar, restrict, tool_grammar
+from tuneloop.grammar import Constraint, GrammarError, json_grammar, restrict, tool_grammar
 
 CITY = {"type": "object", "additionalProperties": False, "required": ["city"], "properties": {"city": {"enum": ["Paris", "Oslo"]}}}
 FUNCTIONS = [{"name": "weather", "parameters": CITY}, {"name": "now"}]
@@ -92,4 +92,3 @@ def test_generate_with_the_logits_processor_gives_valid_json_from_a_random_model
     grammars = [json_grammar(CITY)] * 4 + [None]
     answers = generate(model, tokenizer, prompts, 24, batch_size=5, grammars=grammars)
     assert all(json.loads(a)["city"] in {"Paris", "Oslo"} for a in answers[:4])
-    assert ConstrainedLogits  # the processor generate uses

@@ -15,8 +15,10 @@ other whitespace): the layout fine-tuning data has, so a fine-tuned model is ask
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
+import weakref
 from typing import Any
 
 import torch
@@ -26,9 +28,9 @@ from tuneloop.models.tools import CLOSE, OPEN
 
 LAYOUT = {"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": False}
 _SHIFTS = torch.arange(32, dtype=torch.int32)
-_TABLES: dict[int, Any] = {}
+# llguidance's view of each tokenizer, per vocabulary width (engines pad the model's vocabulary past it).
+_TABLES: weakref.WeakKeyDictionary[Any, dict[int, Any]] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
-_EXECUTOR: list = []
 
 
 class GrammarError(TuneloopError):
@@ -160,22 +162,20 @@ def _short(message: str) -> str:
     return message.split("\n<state>")[0].strip()
 
 
+@functools.lru_cache(maxsize=1)
 def _executor():
     import llguidance
 
-    with _LOCK:
-        if not _EXECUTOR:
-            _EXECUTOR.append(llguidance.LLExecutor())
-        return _EXECUTOR[0]
+    return llguidance.LLExecutor()
 
 
 def _table(tokenizer, vocab_size: int):
     """llguidance's view of a tokenizer (about half a second to build, so once per tokenizer)."""
     import llguidance.hf
 
-    key = id(tokenizer)
     with _LOCK:
-        if key not in _TABLES:
+        tables = _TABLES.setdefault(tokenizer, {})
+        if vocab_size not in tables:
             end = [i for i in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")) if isinstance(i, int)]
-            _TABLES[key] = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=sorted(set(end)))
-        return _TABLES[key]
+            tables[vocab_size] = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=sorted(set(end)))
+        return tables[vocab_size]

@@ -14,6 +14,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from tests.conftest import running
+from tests.serve.test_structured import _chat, _valid
 
 pytestmark = pytest.mark.slow
 MODEL = "smollm2-135m-instruct"
@@ -57,8 +58,8 @@ def test_json_schema_answers_are_all_valid_and_far_more_than_without(client):
     with ThreadPoolExecutor(16) as pool:
         constrained = list(pool.map(lambda p: ask(p, True), PROMPTS))
         free = list(pool.map(lambda p: ask(p, False), PROMPTS))
-    valid = [_valid(text) for text in constrained]
-    without = sum(_valid(text) for text in free)
+    valid = [_valid(text, PERSON) for text in constrained]
+    without = sum(_valid(text, PERSON) for text in free)
     print(f"schema-valid: {sum(valid)}/50 with response_format, {without}/50 without")
     assert all(valid), [t for t, ok in zip(constrained, valid) if not ok]
     assert without <= 40
@@ -73,8 +74,6 @@ def test_parse_with_a_pydantic_model(client):
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_tool_call_round_trip(client, stream):
-    from tests.serve.test_structured import _chat
-
     ask = [{"role": "user", "content": "What's the weather like in Oslo right now?"}]
     first = _chat(client, stream, model=MODEL, messages=ask, tools=[WEATHER], tool_choice="required", temperature=0)
     assert first["finish_reason"] == "tool_calls" and first["tool_calls"][0]["function"]["name"] == "get_weather"
@@ -86,10 +85,3 @@ def test_tool_call_round_trip(client, stream):
     print(f"call {arguments} -> answer {final['content']!r}")
     assert final["finish_reason"] in {"stop", "length"} and final["content"]
 
-
-def _valid(text: str | None) -> bool:
-    try:
-        jsonschema.validate(json.loads(text or ""), PERSON)
-        return True
-    except (ValueError, jsonschema.ValidationError):
-        return False

@@ -6,8 +6,11 @@ and the field it concerns (e.g. `messages[2].content`).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
+
+from tuneloop.data.tool_rows import check_calls, check_conversation, check_tools
 
 ROLES = ("system", "user", "assistant", "tool")
 MESSAGE_KEYS = {"role", "content", "weight", "name", "tool_calls", "tool_call_id"}
@@ -75,8 +78,6 @@ def _check_message(message: Any, where: str) -> tuple[dict | None, Rejection | N
 
 def check_tool_message(message: dict, where: str) -> tuple[dict | None, Rejection | None]:
     """An assistant message with `tool_calls` (its content may be empty) or a `tool` message (the answer to one)."""
-    from tuneloop.data.tool_rows import check_calls
-
     role, content = message["role"], message.get("content")
     if role == "tool":
         if not isinstance(message.get("tool_call_id"), str) or not message["tool_call_id"]:
@@ -101,8 +102,6 @@ def check_tool_message(message: dict, where: str) -> tuple[dict | None, Rejectio
 
 def check_tool_row(messages: list[dict], tools: Any, where: str) -> tuple[list[dict] | None, Rejection | None]:
     """A conversation's tool use against the row's `tools` (None when the row declares none)."""
-    from tuneloop.data.tool_rows import check_conversation, check_tools
-
     if tools is not None:
         tools, problem = check_tools(tools)
         if problem:
@@ -112,6 +111,4 @@ def check_tool_row(messages: list[dict], tools: Any, where: str) -> tuple[list[d
 
 
 def _as_text(arguments: Any) -> str:
-    import json
-
     return arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)

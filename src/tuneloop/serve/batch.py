@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from tuneloop.compat import cache_argument, growing_cache, merge_cache_rows
-from tuneloop.errors import TuneloopError
+from tuneloop.grammar import GrammarError, restrict
 from tuneloop.serve.generation import Generation, dora_key
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,6 @@ class Batch:
         whose grammar, sampling or decoding fails is failed and leaves; the other rows carry on."""
         broken = {}
         if any(job.constraint is not None for job in self.jobs):
-            from tuneloop.grammar import restrict
-
             broken = restrict([job.constraint for job in self.jobs], self.logits, self.end_ids)
         tokens, failed = _pick(self.logits, [job.sampling for job in self.jobs], self.generators)
         failed.update(broken)
@@ -82,7 +80,7 @@ class Batch:
             except Exception as err:  # this request's problem alone
                 log.warning("request failed while sampling or decoding: %s: %s", err.__class__.__name__, err)
                 if not job.finished:
-                    if isinstance(err, TuneloopError):  # the request's own grammar allows no next token
+                    if isinstance(err, GrammarError):  # the request's own grammar allows no next token
                         job.fail(f"the request's response_format or tools admit no continuation of {job.text!r}: {err}", status=400)
                     else:
                         job.fail(f"generation failed: {err.__class__.__name__}: {err}")

@@ -53,12 +53,11 @@ class Engine:
     def encode(self, prompt: str) -> list[int]:
         return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
-    def constrain(self, job: Generation) -> None:
-        """Give `job` its own matcher for its grammar (raises GrammarError naming what cannot be compiled)."""
-        if job.grammar is not None:
-            from tuneloop.grammar import Constraint
+    def constraint_for(self, grammar: str):
+        """A request's own matcher for `grammar` (raises GrammarError naming what cannot be compiled)."""
+        from tuneloop.grammar import Constraint
 
-            job.constraint = Constraint(self.tokenizer, job.grammar, self.vocab_size)
+        return Constraint(self.tokenizer, grammar, self.vocab_size)
 
     def submit(self, job: Generation) -> None:
         with self._wake:

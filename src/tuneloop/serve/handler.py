@@ -87,9 +87,10 @@ class Generate:
         if self.endpoint == "chat":
             job.grammar, field = grammar_for(body)
             try:
-                await run_in_threadpool(target.engine.constrain, job)
+                if job.grammar is not None:
+                    job.constraint = await run_in_threadpool(target.engine.constraint_for, job.grammar)
             except GrammarError as err:
-                field = culprit(body, field, err, lambda grammar: target.engine.constrain(Generation([], 1, _ignore, grammar=grammar)))
+                field = culprit(body, field, target.engine.constraint_for)
                 return self._fail(record, started, 400, f"{field}: {err}", code="invalid_schema", headers=headers, param=field)
         try:
             target.engine.submit(job)
@@ -110,7 +111,7 @@ class Generate:
             return self._fail(record, started, status, job.text, kind="server_error" if status >= 500 else "invalid_request_error", headers=headers)
         self._done(record, job, started)
         return JSONResponse({"id": rid, "object": self.kind, "created": int(time.time()), "model": body.model,
-                             "choices": [self._choice(job.text, job.finish_reason, final=True, body=body)], "usage": _usage(job),
+                             "choices": [self._choice(job.text, job.finish_reason, body)], "usage": _usage(job),
                              **({"sources": sources} if sources is not None else {})}, headers=headers)
 
     def _resolve(self, body):
@@ -189,7 +190,8 @@ class Generate:
             self._fail(record, started, 504 if job.finish_reason == "timeout" else job.status, job.text)
         yield "data: [DONE]\n\n"
 
-    def _choice(self, text: str, finish: str | None, final: bool, body=None) -> dict[str, Any]:
+    def _choice(self, text: str, finish: str | None, body) -> dict[str, Any]:
+        """The whole answer's choice: a chat message (tool calls parsed out of it) or completion text."""
         if self.endpoint == "chat":
             answer, finish = message(text, body, finish)
             return {"index": 0, "message": answer, "finish_reason": finish, "logprobs": None}
@@ -236,10 +238,6 @@ def _handoff(events: asyncio.Queue):
             pass
 
     return emit
-
-
-def _ignore(kind: str, payload: Any) -> None:
-    pass
 
 
 def _usage(job: Generation) -> dict[str, int]:

@@ -33,9 +33,9 @@ def grammar_for(body: ChatRequest) -> tuple[str | None, str]:
     return json_grammar(rf.json_schema.schema_), "response_format.json_schema.schema"
 
 
-def culprit(body: ChatRequest, field: str, err: GrammarError, check) -> str:
+def culprit(body: ChatRequest, field: str, check) -> str:
     """The field to name for a grammar that did not compile: with tools, the first function whose parameters
-    alone fail `check` (a callable that compiles a grammar)."""
+    alone fail `check` (a callable that compiles a grammar, raising GrammarError)."""
     if field in ("tools", "tool_choice"):
         for i, tool in enumerate(body.tools or []):
             try:

@@ -138,12 +138,12 @@ class VllmEngine:
             except ProcessLookupError:
                 pass
 
-    def constrain(self, job: Generation) -> None:
-        """Check `job`'s grammar compiles (so a bad schema is a 400 here, not an error inside vLLM); vLLM applies it."""
-        if job.grammar is not None:
-            from tuneloop.grammar import Constraint
+    def constraint_for(self, grammar: str) -> None:
+        """Check `grammar` compiles (so a bad schema is a 400 here, not an error inside vLLM); vLLM applies it, from
+        `Generation.grammar`, so there is no matcher on this side."""
+        from tuneloop.grammar import Constraint
 
-            Constraint(self.tokenizer, job.grammar, len(self.tokenizer))
+        Constraint(self.tokenizer, grammar, len(self.tokenizer))
 
     # --- one request ---------------------------------------------------------------------------------
     def _generate(self, job: Generation) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from tuneloop.config import FieldNames
 from tuneloop.data.forms.base import Form
 from tuneloop.data.validate import Rejection
+from tuneloop.models.tools import answer_text
 
 EXTRA_KEYS = {"metadata", "id"}  # carried along by many exporters; never trained on
 
@@ -67,8 +68,6 @@ def answer(row: dict) -> str | None:
     if "messages" in row:
         last = row["messages"][-1]
         if last.get("tool_calls"):  # the calls as the model writes them
-            from tuneloop.models.tools import answer_text
-
             return answer_text(last)
         return last["content"] if last["role"] == "assistant" else None
     return row["chosen"][0]["content"]
