@@ -38,6 +38,7 @@ SECTION = "## Training vs TRL"
 # variant -> (trainer, method, settings: SFTConfig fields for TRL, TrainConfig fields for tuneloop)
 VARIANTS = {
     "tuneloop": ("tuneloop", "lora", {}),
+    "tuneloop-padded": ("tuneloop", "lora", {"padding_free": False}),  # lever check: padded shuffled batches
     "trl-default": ("trl", "lora", {}),  # SFTConfig defaults: padded batches, gradient checkpointing on
     "trl-best": ("trl", "lora", {"padding_free": True, "gradient_checkpointing": False}),
     "tuneloop-plain": ("tuneloop", "lora", {"fast_kernels": False}),  # lever check: peft's layers, unchunked loss
@@ -47,6 +48,7 @@ VARIANTS = {
 }
 LABELS = {
     "tuneloop": "tuneloop LoRA",
+    "tuneloop-padded": "tuneloop LoRA, padding_free off",
     "trl-default": "TRL SFTTrainer LoRA, defaults (padded, gradient checkpointing)",
     "trl-best": "TRL SFTTrainer LoRA, best (padding_free, no checkpointing)",
     "tuneloop-plain": "tuneloop LoRA, fast_kernels off",
@@ -61,13 +63,16 @@ SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "po", "da", "
 
 # --- data and model ------------------------------------------------------------------------------
 
-def synthetic_rows(n: int, seed: int, tokenizer) -> list[dict]:
+def synthetic_rows(n: int, seed: int, tokenizer, vocab: int = 49152) -> list[dict]:
     """Stock reports of a random number of lines; the answer names the largest lines and the total.
 
-    Lengths spread evenly over ~20-400 tokens and the answer is ~10% of a row, like real SFT data.
+    Lengths spread evenly over ~20-400 tokens and the answer is ~10% of a row, like real SFT data. Only
+    words whose tokens fall inside a `vocab`-sized vocabulary are used (the 16k model keeps SmolLM2's
+    tokenizer and its first 16,384 ids).
     """
     rng = random.Random(seed)
     words = sorted({rng.choice(SYLLABLES) + rng.choice(SYLLABLES) + rng.choice(SYLLABLES) for _ in range(400)})
+    words = [w for w in words if max(tokenizer(f"\n{w}: 1", add_special_tokens=False)["input_ids"]) < vocab]
     rows = []
     while len(rows) < n:
         target = rng.randint(20, 400)
@@ -77,12 +82,13 @@ def synthetic_rows(n: int, seed: int, tokenizer) -> list[dict]:
         messages = [{"role": "system", "content": "Answer in JSON."},
                     {"role": "user", "content": "Stock report:\n" + "\n".join(lines) + "\nLargest lines and total?"},
                     {"role": "assistant", "content": answer}]
-        if len(tokenizer.apply_chat_template(messages, tokenize=True)["input_ids"]) <= 512:
+        ids = tokenizer.apply_chat_template(messages, tokenize=True)["input_ids"]
+        if len(ids) <= 512 and max(ids) < vocab:
             rows.append({"messages": messages})
     return rows
 
 
-def prepare(work: Path, train_rows: int, val_rows: int) -> None:
+def prepare(work: Path, train_rows: int, val_rows: int, vocab: int) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -90,12 +96,12 @@ def prepare(work: Path, train_rows: int, val_rows: int) -> None:
 
     embedded = resolve_model("smollm2-135m-instruct")
     tokenizer = load_tokenizer(embedded)
-    rows = synthetic_rows(train_rows + val_rows, 0, tokenizer)
+    rows = synthetic_rows(train_rows + val_rows, 0, tokenizer, vocab)
     (work / "data").mkdir()
     (work / "data/train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:train_rows]))
     (work / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[train_rows:]))
     config = AutoConfig.from_pretrained(embedded)
-    for key, value in MODEL.items():
+    for key, value in {**MODEL, "vocab_size": vocab}.items():
         setattr(config, key, value)
     config.head_dim = config.hidden_size // config.num_attention_heads
     torch.manual_seed(0)
@@ -133,12 +139,13 @@ def run_tuneloop(work: Path, method: str, settings: dict, args) -> dict:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tuneloop.config import ModelConfig, TrainConfig
+    from tuneloop.config import LoraConfig, ModelConfig, TrainConfig
     from tuneloop.train.trainer import train
 
     cfg = TrainConfig(method=method, epochs=args.epochs, batch_size=args.batch_size, max_seq_len=512,
                       learning_rate=args.full_lr if method == "full" else args.lr, scheduler="linear", warmup_ratio=0.0,
-                      weight_decay=0.0, max_grad_norm=1.0, seed=0, tensorboard=False, precision="fp32", **settings)
+                      weight_decay=0.0, max_grad_norm=1.0, seed=0, tensorboard=False, precision="fp32",
+                      lora=LoraConfig(dropout=args.dropout), **settings)
     out = work / f"out-{os.getpid()}"
     summary = train(cfg, ModelConfig(name=str(work / "model")), work / "data", out)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -172,7 +179,7 @@ def run_trl(work: Path, method: str, settings: dict, args) -> dict:
     )
     model = AutoModelForCausalLM.from_pretrained(work / "model", dtype=torch.float32)
     model.config.use_cache = False  # with the cache on, padding-free rows would attend across examples
-    lora = None if method == "full" else LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+    lora = None if method == "full" else LoraConfig(r=16, lora_alpha=32, lora_dropout=args.dropout, target_modules="all-linear",
                                                     task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=config, train_dataset=train_set, processing_class=tokenizer, peft_config=lora)
     tick = time.perf_counter()
@@ -205,6 +212,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate (both sides)")
     parser.add_argument("--full-lr", type=float, default=1e-4, help="full fine-tuning learning rate (both sides)")
+    parser.add_argument("--vocab", type=int, default=49152, choices=(16384, 49152), help="the model's vocabulary size")
+    parser.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout (both sides)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/RESULTS.md")
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -215,11 +224,13 @@ def main() -> None:
 
     variants = args.variants.split(",")
     work = Path(tempfile.mkdtemp(prefix="train-vs-trl-"))
-    prepare(work, args.train_rows, args.val_rows)
+    prepare(work, args.train_rows, args.val_rows, args.vocab)
     examples = encoded(work, "data/train.jsonl")
     tokens = sum(len(e.input_ids) for e in examples)
-    stats = {"rows": len(examples), "tokens": tokens, "targets": sum(sum(x != -100 for x in e.labels) for e in examples)}
-    print(f"data: {stats['rows']} rows, {tokens} tokens, {stats['targets'] / tokens:.0%} of them answer tokens")
+    stats = {"rows": len(examples), "tokens": tokens, "targets": sum(sum(x != -100 for x in e.labels) for e in examples),
+             "roofline": matmul_roofline(), "flops": training_flops(examples, args.vocab)}
+    print(f"data: {stats['rows']} rows, {tokens} tokens, {stats['targets'] / tokens:.0%} of them answer tokens; "
+          f"matmul roofline {stats['roofline'] / 1e9:.1f} GFLOP/s")
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     for round_ in range(args.rounds):
         for variant in variants:
@@ -231,12 +242,55 @@ def main() -> None:
     table = _table(runs, stats, args)
     print(table)
     if not args.no_write:
-        _write_section(args.out, table)
+        _write_section(args.out, _heading(args), table)
+
+
+def matmul_roofline(seconds: float = 3.0) -> float:
+    """The best fp32 matmul rate (FLOP/s) this machine reaches at the model's shapes, with all threads."""
+    import torch
+
+    best = 0.0
+    for n, k, m in [(4096, 384, 1024), (4096, 1024, 384), (4096, 384, 384)]:
+        a, b = torch.randn(n, k), torch.randn(k, m)
+        for _ in range(3):
+            a @ b
+        tick, count = time.perf_counter(), 0
+        while time.perf_counter() - tick < seconds / 3:
+            a @ b
+            count += 1
+        best = max(best, 2 * n * k * m * count / (time.perf_counter() - tick))
+    return best
+
+
+def training_flops(examples: list, vocab: int) -> float:
+    """Model FLOPs of one epoch of LoRA training (no recomputation counted), the numerator of MFU.
+
+    Per token and decoder layer: the linear layers forward (2 x weights) and their input gradients
+    backward (2 x weights; frozen weights get no weight gradient), attention scores and values over the
+    token's own example (causal: 4 x position x head dims, forward, twice that backward). The output head
+    runs on answer tokens only: forward and input gradient, 4 x hidden x vocabulary. LoRA's own
+    matrices are small (r 16) and not counted.
+    """
+    d, ffn, layers = MODEL["hidden_size"], MODEL["intermediate_size"], MODEL["num_hidden_layers"]
+    kv = d // MODEL["num_attention_heads"] * MODEL["num_key_value_heads"]
+    weights = d * d * 2 + d * kv * 2 + 3 * d * ffn  # q, o; k, v; gate, up, down
+    total = 0.0
+    for e in examples:
+        n = len(e.input_ids)
+        attention = 4 * d * n * (n + 1) / 2  # sum over positions of 4 x position x d
+        total += layers * (4 * weights * n + 3 * attention)
+        total += 4 * d * vocab * sum(x != -100 for x in e.labels[1:])
+    return total
+
+
+def _heading(args) -> str:
+    return f"{SECTION} ({args.vocab // 1000}k vocabulary, LoRA dropout {args.dropout:g})"
 
 
 def _run_child(variant: str, work: Path, args) -> dict:
     command = [sys.executable, __file__, "--child", variant, "--work", str(work), "--epochs", str(args.epochs),
-               "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--full-lr", str(args.full_lr)]
+               "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--full-lr", str(args.full_lr),
+               "--vocab", str(args.vocab), "--dropout", str(args.dropout)]
     done = subprocess.run(command, capture_output=True, text=True)
     line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
@@ -254,41 +308,46 @@ def _table(runs: dict[str, list[dict]], stats: dict, args) -> str:
     import transformers
     import trl
 
-    rows = ["| variant | non-pad tokens/s | loop (s) | process (s) | peak RSS (MB) | train loss (last 10 steps) | val loss |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| variant | non-pad tokens/s | MFU | loop (s) | process (s) | peak RSS (MB) | train loss (last 10 steps) | val loss |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for variant, results in runs.items():
-        rows.append(f"| {LABELS[variant]} | {_median(results, 'tokens_per_s'):,.0f} | {_median(results, 'loop_s'):.1f} | "
+        mfu = f"{stats['flops'] / _median(results, 'loop_s') / stats['roofline']:.0%}" if VARIANTS[variant][1] == "lora" else "-"
+        rows.append(f"| {LABELS[variant]} | {_median(results, 'tokens_per_s'):,.0f} | {mfu} | {_median(results, 'loop_s'):.1f} | "
                     f"{_median(results, 'process_s'):.1f} | {_median(results, 'peak_rss_mb'):,.0f} | "
                     f"{_median(results, 'train_loss'):.4f} | {_median(results, 'val_loss'):.4f} |")
     ratios = []
-    for ours, peer in [("tuneloop", "trl-default"), ("tuneloop", "trl-best"), ("tuneloop", "tuneloop-plain"),
+    for ours, peer in [("tuneloop", "trl-default"), ("tuneloop", "trl-best"), ("tuneloop", "tuneloop-padded"), ("tuneloop", "tuneloop-plain"),
                        ("tuneloop-grouped", "tuneloop"), ("tuneloop-grouped", "trl-best"), ("tuneloop-full", "trl-default-full")]:
         if ours in runs and peer in runs:
             a, b = runs[ours], runs[peer]
             ratios.append(f"- {LABELS[ours]} / {LABELS[peer]}: tokens/s **{_median(a, 'tokens_per_s') / _median(b, 'tokens_per_s'):.2f}x**, "
                           f"peak RSS {_median(a, 'peak_rss_mb') / _median(b, 'peak_rss_mb'):.2f}x, "
                           f"val loss {_median(a, 'val_loss') / _median(b, 'val_loss') - 1:+.1%}")
-    command = "`.venv/bin/python benchmarks/train_vs_trl.py" + (f" --rounds {args.rounds}" if args.rounds != 1 else "") + "`"
+    options = [f"--variants {','.join(runs)}", f"--vocab {args.vocab}", f"--dropout {args.dropout:g}",
+               f"--train-rows {args.train_rows}", f"--rounds {args.rounds}"]
+    command = "`.venv/bin/python benchmarks/train_vs_trl.py " + " ".join(options) + "`"
     return "\n".join([
-        SECTION, "",
+        _heading(args), "",
         f"Command: {command} ({date.today()})", "",
         f"{os.cpu_count()} CPU threads ({platform.processor() or platform.machine()}); torch {torch.__version__}, "
         f"transformers {transformers.__version__}, peft {peft.__version__}, trl {trl.__version__}. Model: Llama "
-        f"{MODEL['hidden_size']} hidden x {MODEL['num_hidden_layers']} layers (33M parameters, SmolLM2 tokenizer), random "
+        f"{MODEL['hidden_size']} hidden x {MODEL['num_hidden_layers']} layers, vocabulary {args.vocab:,} (SmolLM2 tokenizer), random "
         f"weights, fp32. Data: {stats['rows']} synthetic rows, {stats['tokens']:,} tokens, "
         f"{stats['targets'] / stats['tokens']:.0%} of them answer tokens (the only ones with loss). LoRA r 16 / alpha 32 / "
-        f"dropout 0.05 on every linear layer, lr {args.lr:g} (full: {args.full_lr:g}), linear decay, batch {args.batch_size}, "
-        f"{args.epochs:g} epoch(s), {args.rounds} round(s) alternating, median shown.", "",
+        f"dropout {args.dropout:g} on every linear layer, lr {args.lr:g} (full: {args.full_lr:g}), linear decay, batch {args.batch_size}, "
+        f"{args.epochs:g} epoch(s), {args.rounds} round(s) alternating, median shown. MFU: the LoRA training's model FLOPs "
+        f"(training_flops) per second over the fp32 matmul rate measured on this machine before the runs, "
+        f"{stats['roofline'] / 1e9:.1f} GFLOP/s.", "",
         *rows, "", *ratios, "",
     ])
 
 
-def _write_section(path: Path, table: str) -> None:
-    """Replace this benchmark's section of RESULTS.md, keeping every other section."""
+def _write_section(path: Path, heading: str, table: str) -> None:
+    """Replace this configuration's section of RESULTS.md, keeping every other section."""
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    start = text.find(SECTION)
+    start = text.find(heading + "\n")
     if start >= 0:
-        end = text.find("\n## ", start + len(SECTION))
+        end = text.find("\n## ", start + len(heading))
         text = text[:start] + table + ("\n" + text[end + 1 :] if end >= 0 else "")
     else:
         text = text.rstrip() + "\n\n" + table

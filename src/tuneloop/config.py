@@ -233,6 +233,10 @@ class TrainConfig(Strict):
     # Batches of similar-length examples: far less padding (~1.6x tokens/s on mixed lengths), but not
     # random samples, which cost validation loss in our one-epoch comparison; off = shuffled batches.
     group_by_length: bool = False
+    # SFT micro-batches without padding: each batch's examples end to end in one row, attention within
+    # each example only (train/packing.py); the same batches and loss as padded ones. Models it cannot
+    # be exact for (sliding windows shorter than the examples, soft-capped attention) stay padded.
+    padding_free: bool = True
 
     @model_validator(mode="after")
     def _early_stopping_needs_validation(self) -> "TrainConfig":

@@ -7,7 +7,7 @@ autograd function that keeps only the log-sum-exp per token and recomputes a chu
 backward pass: the (targets x vocabulary) logits tensor is never whole in memory (~150 MB per
 micro-batch for a 49k vocabulary, plus its softmax and gradient).
 
-The batch is right-padded (see batching.collate), so no attention mask is passed to the decoder:
+A packed batch (packing.py) has no padding at all. A padded batch is right-padded (batching.collate), so no attention mask is passed to the decoder:
 with causal attention a real token only ever sees earlier positions, which are all real, and the
 pads' own outputs are never used. Without a mask SDPA takes its fused causal kernel.
 
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from tuneloop.models.chat import IGNORE
+from tuneloop.train.packing import SEGMENTS
 
 CHUNK = 256  # target positions per chunk: 256 x 49k vocabulary x fp32 = 50 MB
 
@@ -48,8 +49,11 @@ def token_nll(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor
 
 
 def _hidden_at_targets(model, batch: dict[str, torch.Tensor], fast: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    mask = None if fast else batch.get("attention_mask")
-    hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=mask, use_cache=False).last_hidden_state
+    if SEGMENTS in batch:  # packed (see packing.py): one row, positions restart per example
+        inputs = {"position_ids": batch["position_ids"], SEGMENTS: batch[SEGMENTS]}
+    else:
+        inputs = {"attention_mask": None if fast else batch.get("attention_mask")}
+    hidden = model.get_decoder()(input_ids=batch["input_ids"], use_cache=False, **inputs).last_hidden_state
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE
     return hidden[:, :-1][keep], targets[keep]

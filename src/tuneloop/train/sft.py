@@ -8,6 +8,7 @@ is what makes batch 2 x accumulation 4 equal batch 8 x accumulation 1.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ from tuneloop.models import encode_chat
 from tuneloop.models.chat import IGNORE, Encoded
 from tuneloop.train.batching import batches, collate, to_device
 from tuneloop.train.loss import answer_loss_sum
+from tuneloop.train.packing import pack, packed_attention, supports_packing
 
 
 class Sft:
@@ -34,9 +36,12 @@ class Sft:
         if not self.train_set:
             raise TuneloopError(f"{DataDir(data_dir).train}: no training examples with answer tokens")
         self.truncated = sum(e.truncated for e in self.train_set)
+        self.packed = False
 
     def attach(self, model) -> None:
-        """Nothing to keep: SFT needs no reference model."""
+        """No reference model to keep; micro-batches are packed when the config asks and the model allows."""
+        longest = max(len(e.input_ids) for e in [*self.train_set, *self.val_set])
+        self.packed = self.cfg.padding_free and supports_packing(model, longest)
 
     def stats(self) -> dict:
         return {
@@ -51,18 +56,22 @@ class Sft:
         return [[self.train_set[i] for i in b] for b in batches(lengths, self.cfg.batch_size, self.cfg.seed + epoch, self.cfg.group_by_length)]
 
     def collate(self, examples: list[Encoded]) -> dict:
-        return collate(examples, self.pad_id)
+        return pack(examples) if self.packed else collate(examples, self.pad_id)
+
+    def _attention(self, model):
+        return packed_attention(model) if self.packed else nullcontext()
 
     def step(self, model, group: list[dict], world, where) -> dict:
         """Forward and backward over one optimizer step's micro-batches; gradients left in place."""
         n_tokens = world.sum(sum(_targets(b) for b in group), where.device)
         loss_total = 0.0
-        for batch in group:
-            with where.autocast():
-                loss_sum, _ = answer_loss_sum(model, to_device(batch, where.device), self.cfg.fast_kernels)
-            (loss_sum / n_tokens).backward()
-            loss_total += loss_sum.item()
-        seen = world.sum(sum(int(b["attention_mask"].sum()) for b in group), where.device)
+        with self._attention(model):
+            for batch in group:
+                with where.autocast():
+                    loss_sum, _ = answer_loss_sum(model, to_device(batch, where.device), self.cfg.fast_kernels)
+                (loss_sum / n_tokens).backward()
+                loss_total += loss_sum.item()
+        seen = world.sum(sum(_real_tokens(b) for b in group), where.device)
         return {"train_loss": world.sum(loss_total, where.device) / n_tokens, "tokens": seen}
 
     @torch.no_grad()
@@ -71,7 +80,7 @@ class Sft:
         loss, tokens = 0.0, 0
         mine = self.val_set[world.rank :: world.size]
         for start in range(0, len(mine), self.cfg.batch_size):
-            with where.autocast():
+            with where.autocast(), self._attention(model):
                 loss_sum, n = answer_loss_sum(model, to_device(self.collate(mine[start : start + self.cfg.batch_size]), where.device), self.cfg.fast_kernels)
             loss, tokens = loss + loss_sum.item(), tokens + n
         return {"val_loss": world.sum(loss, where.device) / max(world.sum(tokens, where.device), 1)}
@@ -85,6 +94,11 @@ def _encode(tokenizer, path: Path, cfg: TrainConfig) -> list[Encoded]:
     if cfg.loss_on == "all":  # every token is a target; the template is learned too
         examples = [Encoded(e.input_ids, list(e.input_ids), e.truncated) for e in examples]
     return [e for e in examples if e.n_target > 0]
+
+
+def _real_tokens(batch: dict) -> int:
+    """Tokens that are not padding (a packed batch has none)."""
+    return int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
 
 
 def _targets(batch: dict) -> int:

@@ -183,11 +183,11 @@ def _dry_run(objective: Objective, model_cfg: ModelConfig, cfg: TrainConfig, pla
     """Estimate the run's duration without loading the model: time a real micro-batch (forward + backward, no
     update) through the model cut to one and to two layers, and extrapolate to all of its layers."""
     first = objective.batches(0)[0]
-    batch = objective.collate(first)
     timed = {}
     for layers in (1, 2):
         model = shallow_model(model_cfg, cfg, where, layers)
         objective.attach(model)
+        batch = objective.collate(first)  # after attach: the model decides whether batches are packed
         timed[layers] = measure_speed(lambda: (objective.step(model, [batch], world, where), model.zero_grad(set_to_none=True)),
                                       micro_batches=2)
     per_layer = max(timed[2] - timed[1], 0.0)
