@@ -5,7 +5,7 @@
 One process, the real engine's `Batch`: 16 ticket-triage prompts are prefilled together, then decode
 steps are timed (median of `--steps`). Settings alternate round by round on the same prompts:
 transformers' concatenating DynamicCache vs our growing cache, and row-major vs column-major weights
-(`serve/layout.py`). Prints a markdown table; the figures belong to the "Serving throughput" notes.
+(`serve/column_major.py`). Prints a markdown table; the figures belong to the "Serving throughput" notes.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from transformers import DynamicCache
 
 import tuneloop.serve.batch as batch_module
 from tuneloop.models import load_model, load_tokenizer, resolve_model
+from tuneloop.compat import growing_cache
 from tuneloop.serve.batch import Batch
-from tuneloop.serve.job import Job, Sampling
-from tuneloop.serve.kvcache import growing_cache
-from tuneloop.serve.layout import layout_for_decoding
+from tuneloop.serve.column_major import layout_for_decoding
+from tuneloop.serve.generation import Generation, Sampling
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM = {"role": "system", "content": "Triage the support ticket. Reply with JSON only."}
@@ -44,7 +44,7 @@ def prompts(tokenizer, n: int) -> list[list[int]]:
 def step_ms(model, tokenizer, ids: list[list[int]], steps: int, growing: bool) -> float:
     batch_module.growing_cache = growing_cache if growing else (lambda config: DynamicCache(config=config))
     batch = Batch(model, tokenizer.pad_token_id, peft=False)
-    batch.join([Job(i, steps + 1, lambda *_: None, Sampling(temperature=0)) for i in ids])
+    batch.join([Generation(i, steps + 1, lambda *_: None, Sampling(temperature=0)) for i in ids])
     times = []
     for _ in range(steps):
         tick = time.perf_counter()

@@ -230,8 +230,9 @@ class TrainConfig(Strict):
     # for right-padded batches); off = the plain peft/transformers computation, for comparison or if a
     # model misbehaves with them.
     fast_kernels: bool = True
-    # Batches of similar-length examples: far less padding (~1.6x tokens/s on mixed lengths), but not
-    # random samples, which cost validation loss in our one-epoch comparison; off = shuffled batches.
+    # Batches of similar-length examples: far less padding where batches are padded (DPO, or SFT with
+    # padding_free off: ~1.6x tokens/s on mixed lengths), but not random samples, which cost validation
+    # loss in our one-epoch comparison; off = shuffled batches.
     group_by_length: bool = False
     # SFT micro-batches without padding: each batch's examples end to end in one row, attention within
     # each example only (train/packing.py); the same batches and loss as padded ones. Models it cannot
