@@ -45,6 +45,7 @@ class ServeOptions:
     max_batch: int = 16
     max_queue: int = 64
     max_adapters: int = 8
+    prefix_cache_mb: int = 256  # keys and values of recent prompts kept for reuse (our engine; vLLM has its own)
     limits: Limits = field(default_factory=Limits)
     router: Path | None = None  # YAML: a model name that picks one of several models by the request's content
     knowledge: dict[str, Path] = field(default_factory=dict)  # served name -> knowledge base dir (`tuneloop rag index`)
@@ -105,7 +106,7 @@ class JobStages:
 
 def _engine_factory(options: ServeOptions):
     if options.engine == "tuneloop":
-        return Engine
+        return functools.partial(Engine, prefix_cache_mb=options.prefix_cache_mb)
     if options.engine != "vllm":
         raise TuneloopError(f"--engine {options.engine!r}: choose tuneloop (the default) or vllm")
     from tuneloop.serve.vllm import VllmEngine

@@ -24,6 +24,7 @@ def serve_cmd(
     api_key: Annotated[Optional[list[str]], typer.Option("--api-key", help="Require this bearer key (repeatable; or TUNELOOP_API_KEYS).")] = None,
     max_batch: Annotated[int, typer.Option(help="Requests generated together per model.")] = 16,
     max_queue: Annotated[int, typer.Option(help="Waiting requests per model before answering 429.")] = 64,
+    prefix_cache_mb: Annotated[int, typer.Option(help="MB of recent prompts' keys and values kept, so a prompt that starts the same way skips that part of prefill (0: off).", min=0, max=1 << 20)] = 256,
     max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 1024,
     timeout: Annotated[float, typer.Option(help="Seconds a request may take, queueing included (the OpenAI SDK waits 600).")] = 600.0,
     drain_timeout: Annotated[float, typer.Option(help="On SIGTERM: seconds to finish requests in flight before exiting.", min=0)] = 30.0,
@@ -57,7 +58,7 @@ def serve_cmd(
 
     _quiet_libraries()
     options = ServeOptions(models=model or [], base=base, registry=registry, routes=routes, api_keys=api_key or _env_keys(),
-                           request_log=request_log, max_batch=max_batch, max_queue=max_queue,
+                           request_log=request_log, max_batch=max_batch, max_queue=max_queue, prefix_cache_mb=prefix_cache_mb,
                            limits=Limits(max_tokens=max_tokens, timeout=timeout), jobs=jobs, run_jobs=run_jobs, launcher=launcher,
                            router=router, knowledge=_pairs(knowledge or [], "--knowledge"), engine=engine,
                            vllm=VllmSettings(python=vllm_python, args=list(vllm_arg or []), dtype=vllm_dtype, max_lora_rank=vllm_max_lora_rank))

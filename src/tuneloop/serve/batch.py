@@ -20,13 +20,18 @@ from transformers import DynamicCache
 from tuneloop.compat import cache_argument, growing_cache, merge_cache_rows
 from tuneloop.grammar import GrammarError, restrict
 from tuneloop.serve.generation import Generation, dora_key
+from tuneloop.serve.lean_decode import LeanDecoder
+from tuneloop.serve.prefix_cache import PrefixCache
 
 log = logging.getLogger(__name__)
 
 
 class Batch:
-    def __init__(self, model, pad_id: int, peft: bool, end_ids: list[int] | None = None):
+    def __init__(self, model, pad_id: int, peft: bool, end_ids: list[int] | None = None, lean: LeanDecoder | None = None,
+                 prefixes: PrefixCache | None = None):
         self.model, self.pad_id, self.peft, self.end_ids = model, pad_id, peft, sorted(end_ids or [])
+        self.lean = lean  # decode steps of base-model rows go through it when the model allows (lean_decode.py)
+        self.prefixes = prefixes  # keys and values of recent prompts, shared by the engine's batches (prefix_cache.py)
         self.jobs: list[Generation] = []
         self.dora: str | None = None
         self.generators: list[torch.Generator | None] = []
@@ -38,7 +43,17 @@ class Batch:
 
     @torch.inference_mode()
     def join(self, jobs: list[Generation]) -> None:
-        """Prefill `jobs` together and add them to the running batch."""
+        """Prefill `jobs` and add them to the running batch: together, except those that start like a cached prompt,
+        which prefill one by one from its keys and values."""
+        hits = {id(job): self.prefixes.longest(_adapter(job), job.prompt_ids) for job in jobs} if self.prefixes else {}
+        fresh = [job for job in jobs if hits.get(id(job)) is None]
+        if fresh:
+            self._prefill(fresh)
+        for job in jobs:
+            if hits.get(id(job)) is not None:
+                self._prefill_after(job, *hits[id(job)])
+
+    def _prefill(self, jobs: list[Generation]) -> None:
         width = max(len(j.prompt_ids) for j in jobs)
         ids = torch.full((len(jobs), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(jobs), width), dtype=torch.long)
@@ -48,6 +63,30 @@ class Batch:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = growing_cache(self.model.config)
         logits = self._forward(jobs, ids, mask, positions, cache)
+        self._remember(jobs, cache)
+        self._add(jobs, mask, positions, logits, cache)
+
+    def _prefill_after(self, job: Generation, shared: int, layers) -> None:
+        """Prefill `job`'s prompt past its first `shared` tokens, whose keys and values come from the prefix cache."""
+        cache = growing_cache(self.model.config)
+        for layer, (keys, values) in zip(cache.layers, layers):
+            layer.update(keys[..., :shared, :], values[..., :shared, :])
+        n = len(job.prompt_ids)
+        mask = torch.ones((1, n), dtype=torch.long)
+        positions = torch.arange(shared, n)[None]
+        logits = self._forward([job], torch.tensor([job.prompt_ids[shared:]]), mask, positions, cache)
+        self._remember([job], cache)
+        self._add([job], mask, positions, logits, cache)
+
+    def _remember(self, jobs: list[Generation], cache) -> None:
+        if self.prefixes is None:
+            return
+        for row, job in enumerate(jobs):
+            n = len(job.prompt_ids)
+            self.prefixes.add(_adapter(job), job.prompt_ids,
+                              [(layer.keys[row : row + 1, :, -n:], layer.values[row : row + 1, :, -n:]) for layer in cache.layers])
+
+    def _add(self, jobs: list[Generation], mask, positions, logits, cache) -> None:
         if not self.jobs:
             self.dora = dora_key(jobs[0])
             self.jobs, self.mask, self.positions, self.logits, self.cache = list(jobs), mask, positions[:, -1:], logits, cache
@@ -108,6 +147,8 @@ class Batch:
         self.cache.batch_select_indices(index)
 
     def _forward(self, jobs: list[Generation], ids, mask, positions, cache) -> torch.Tensor:
+        if self.lean is not None and ids.shape[1] == 1 and not any(j.adapter for j in jobs):
+            return self.lean(ids, mask, positions, cache)
         extra = {}
         if self.peft:
             dora = [j.adapter.key for j in jobs if j.adapter and j.adapter.dora]
@@ -118,6 +159,11 @@ class Batch:
         extra[cache_argument(type(self.model.get_base_model() if self.peft else self.model))] = cache
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **extra)
         return out.logits[:, -1].float()
+
+
+def _adapter(job: Generation) -> str:
+    """Whose keys and values a prompt has: the base model's or one adapter's."""
+    return job.adapter.key if job.adapter else ""
 
 
 def _pick(logits: torch.Tensor, sampling, generators) -> tuple[torch.Tensor, dict[int, Exception]]:

@@ -15,11 +15,14 @@ from collections import OrderedDict, deque
 from pathlib import Path
 
 
+from tuneloop.compat import GrowingLayer, growing_cache
 from tuneloop.errors import TuneloopError
 from tuneloop.models import load_model, load_tokenizer
 from tuneloop.serve.batch import Batch
 from tuneloop.serve.generation import AdapterRef, Generation, dora_key
 from tuneloop.serve.column_major import layout_for_decoding
+from tuneloop.serve.lean_decode import LeanDecoder
+from tuneloop.serve.prefix_cache import PrefixCache
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +32,14 @@ class Overloaded(TuneloopError):
 
 
 class Engine:
-    def __init__(self, ref: str | Path, *, max_batch: int = 16, max_queue: int = 64, max_adapters: int = 8):
+    def __init__(self, ref: str | Path, *, max_batch: int = 16, max_queue: int = 64, max_adapters: int = 8,
+                 prefix_cache_mb: int = 256):
         self.ref = str(ref)
         self.tokenizer = load_tokenizer(ref)
         self.model = load_model(ref)
         layout_for_decoding(self.model)
+        self.lean = LeanDecoder.for_model(self.model)
+        self.prefixes = PrefixCache(prefix_cache_mb << 20) if prefix_cache_mb and _full_attention(self.model) else None
         self.context = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])  # the logits' width
         self.max_batch, self.max_queue, self.max_adapters = max_batch, max_queue, max_adapters
@@ -140,7 +146,8 @@ class Engine:
             return batch
         try:
             self._ensure_loaded([job.adapter for job in joining if job.adapter], batch)
-            batch = batch or Batch(self.model, self.tokenizer.pad_token_id, peft=False, end_ids=list(self.end_ids))
+            batch = batch or Batch(self.model, self.tokenizer.pad_token_id, peft=False, end_ids=list(self.end_ids), lean=self.lean,
+                                   prefixes=self.prefixes)
             # Loading the first adapter wraps the model (in place): point the batch at the wrapper.
             batch.model, batch.peft = self.model, hasattr(self.model, "peft_config")
             batch.join(joining)
@@ -187,3 +194,8 @@ class Engine:
         for key in [k for k in self.adapters if k not in in_use][: max(0, len(self.adapters) - self.max_adapters)]:
             self.model.delete_adapter(key)
             del self.adapters[key]
+
+
+def _full_attention(model) -> bool:
+    """Every cache layer keeps every position (no sliding window), so a prompt's keys can be reused whole."""
+    return all(type(layer) is GrowingLayer for layer in growing_cache(model.config).layers)
