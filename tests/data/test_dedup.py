@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from tuneloop.data.dedup import NearDuplicateIndex, exact_key, normalise
+from tuneloop.data.dedup import NearDuplicateIndex, exact_key, lsh_params, normalise
 
 VOCAB = [f"word{i}" for i in range(3000)]
 
@@ -224,3 +224,61 @@ def test_results_do_not_depend_on_the_process_string_hash_salt():
     assert len(outputs) == 1
     here = run_stream(NearDuplicateIndex(), planted_rows(60, seed=9))
     assert json.loads(outputs.pop()) == json.loads(json.dumps(here))  # JSON turns tuples into lists
+
+
+# --- the sketches (rensa's R-MinHash) and the band choice -------------------------------------------
+def test_band_choice_matches_the_weighted_optimum_and_near_one_falls_back_to_two_bands():
+    # The values datasketch's MinHashLSH picks with weights (0.05, 0.95); we integrate the same rule ourselves.
+    assert lsh_params(0.8, 128) == (16, 8)
+    assert lsh_params(0.8, 64) == (10, 6)
+    assert lsh_params(0.99, 64) == (2, 32)
+
+
+def test_sketching_many_texts_at_once_equals_one_at_a_time_and_is_compact():
+    index = NearDuplicateIndex(num_perm=128)
+    rng = random.Random(10)
+    texts = [message(rng, n) for n in (3, 10, 40)] + ["", "one"]
+    together = index.sketch_many([normalise(text) for text in texts])
+    assert together == [index.sketch(text) for text in texts]
+    assert {len(sketch) for sketch in together} == {128 * 4 + 16 * 8}  # 128 uint32 values, 16 int64 band keys
+
+
+def test_sketches_are_the_same_in_another_process_with_another_string_hash_salt():
+    code = (
+        "from tuneloop.data.dedup import NearDuplicateIndex;"
+        "print(NearDuplicateIndex(num_perm=128).sketch('the quick brown fox jumps over the lazy dog').hex())"
+    )
+    outputs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
+                       env={"PYTHONHASHSEED": salt}).stdout.strip()
+        for salt in ("3", "4")
+    }
+    assert outputs == {NearDuplicateIndex(num_perm=128).sketch("the quick brown fox jumps over the lazy dog").hex()}
+
+
+def test_sketch_from_an_index_with_other_arguments_is_refused():
+    sketch = NearDuplicateIndex(num_perm=128).sketch("some words to sketch here")
+    with pytest.raises(ValueError, match="other arguments"):
+        NearDuplicateIndex(num_perm=64).find_or_add("a", sketch=sketch)
+
+
+def shingle_set_pair(rng: random.Random, n_shingles: int, jaccard: float) -> tuple[str, str, float]:
+    """Two texts of one-word shingles (shingle=1) sharing a set fraction of them: (a, b, true Jaccard)."""
+    shared = round(2 * n_shingles * jaccard / (1 + jaccard))
+    common = [f"c{rng.randrange(10**9)}" for _ in range(shared)]
+    a = common + [f"a{rng.randrange(10**9)}" for _ in range(n_shingles - shared)]
+    b = common + [f"b{rng.randrange(10**9)}" for _ in range(n_shingles - shared)]
+    return " ".join(a), " ".join(b), shared / (2 * n_shingles - shared)
+
+
+@pytest.mark.parametrize("true_jaccard, lowest, highest", [(0.9, 0.98, 1.0), (0.5, 0.0, 0.0)])
+def test_data_stage_settings_find_pairs_at_0_9_and_never_pairs_at_0_5(true_jaccard, lowest, highest):
+    # The data stage's index (threshold 0.8, 128 permutations): one pair per fresh index, 100 pairs.
+    rng = random.Random(11)
+    found = 0
+    for _ in range(100):
+        a, b, _ = shingle_set_pair(rng, 40, true_jaccard)
+        index = NearDuplicateIndex(threshold=0.8, num_perm=128, shingle=1)
+        index.find_or_add("a", a)
+        found += index.find_or_add("b", b) is not None
+    assert lowest <= found / 100 <= highest

@@ -53,7 +53,7 @@ def prepare(inputs: list[Path], out: Path, cfg: DataConfig, task: TaskConfig, mo
     spool_path, rejected_path = folder.spool, folder.rejected
 
     # --- one pass over every row: per-row work in workers, keep-the-first decisions here ---------
-    with open(spool_path, "w") as spool, open(rejected_path, "w") as rejected, progress(transient=True) as bar:
+    with open(spool_path, "wb") as spool, open(rejected_path, "w") as rejected, progress(transient=True) as bar:
         task_id = bar.add_task("data", total=None, info="")
         for result in process_rows(rows, processor, workers):
             tally.rows_in += 1
@@ -66,7 +66,7 @@ def prepare(inputs: list[Path], out: Path, cfg: DataConfig, task: TaskConfig, mo
                 rejected.write(json.dumps(result.rejection, ensure_ascii=False, default=str) + "\n")
                 continue
             tally.keep(result)
-            spool.write(result.row_json + "\n")
+            spool.write(result.row_json)
 
     if not tally.labels and not frozen:
         spool_path.unlink()
@@ -138,13 +138,13 @@ class Tally:
 def _write_splits(out: Path, spool_path: Path, assignment: dict[str, list[int]], frozen: list[dict]) -> dict[str, int]:
     """Copy each spooled row to its split file (then the frozen test rows); returns rows per split."""
     split_of = {i: name for name, indices in assignment.items() for i in indices}
-    handles = {name: open(DataDir(out).split(name), "w") for name in SPLITS}
+    handles = {name: open(DataDir(out).split(name), "wb") for name in SPLITS}  # bytes: the spool's lines are UTF-8 JSON
     try:
-        with open(spool_path) as spool:
+        with open(spool_path, "rb") as spool:
             for i, line in enumerate(spool):
                 handles[split_of[i]].write(line)
         for row in frozen:
-            handles["test"].write(json.dumps(row, ensure_ascii=False) + "\n")
+            handles["test"].write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
     finally:
         for handle in handles.values():
             handle.close()

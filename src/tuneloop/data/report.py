@@ -42,7 +42,10 @@ def _example(path: Path, tokenizer) -> dict | None:
 
 def _first_tool_call(path: Path) -> dict | None:
     with open(path) as handle:
-        return next((row for row in map(json.loads, handle) if any(m.get("tool_calls") for m in row.get("messages", []))), None)
+        # Only lines naming the key are parsed: most splits have no tool calls, and parsing every row of a
+        # large train split cost ~0.5 s per 100k rows.
+        rows = (json.loads(line) for line in handle if '"tool_calls"' in line)
+        return next((row for row in rows if any(m.get("tool_calls") for m in row.get("messages", []))), None)
 
 
 def _rendered(row: dict, tokenizer) -> dict:
