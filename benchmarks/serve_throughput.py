@@ -203,9 +203,9 @@ async def stream_one(client: httpx.AsyncClient, model_ref: str, messages: list[d
 
 
 async def run_server_load(url: str, model_ref: str, prompts: list[list[dict]], max_tokens: int, concurrency: int,
-                          label: str = "server", warmup: list[dict] | None = None) -> Setting:
+                          label: str = "server", warmup: list[dict] | None = None, keepalive: bool = True) -> Setting:
     gate = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency if keepalive else 0)
     async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600), limits=limits) as client:
         await stream_one(client, model_ref, warmup or prompts[0], max_tokens)
         with Progress(console=console, transient=True) as progress:

@@ -62,10 +62,11 @@ def start_llama(binary: Path, gguf: Path, port: int, threads: int, slots: int, l
 
 def measure(url: str, model: str, prompts, max_tokens: int, levels: list[int], label: str) -> list[Setting]:
     """Each concurrency level on its own prompts, after a warm-up prompt of its own: llama-server keeps every
-    slot's prompt and reuses any common prefix, so a prompt sent twice would be free the second time."""
+    slot's prompt and reuses any common prefix (so does ours), so a prompt sent twice would be free the second
+    time. A new connection per request: llama-server closes kept-alive connections after a few requests."""
     n = len(prompts) // (len(levels) + 1)
     return [asyncio.run(run_server_load(url, model, prompts[(i + 1) * n : (i + 2) * n], max_tokens, c, label,
-                                        warmup=prompts[i])) for i, c in enumerate(levels)]
+                                        warmup=prompts[i], keepalive=False)) for i, c in enumerate(levels)]
 
 
 def main() -> None:
