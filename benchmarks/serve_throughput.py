@@ -143,10 +143,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model_ref: str, port: int, log: Path, engine: str = "tuneloop") -> subprocess.Popen:
+def start_server(model_ref: str, port: int, log: Path, engine: str = "tuneloop", extra: list[str] | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "tuneloop.cli", "serve", "--base", model_ref, "--port", str(port),
-           "--request-log", "off", "--max-batch", "16", "--max-queue", "256", "--engine", engine]
+           "--request-log", "off", "--max-batch", "16", "--max-queue", "256", "--engine", engine, *(extra or [])]
     if engine == "vllm":  # fp32 as our engine, so answers can be compared token for token
         cmd += ["--vllm-dtype", "float32"]
     with log.open("wb") as sink:

@@ -102,21 +102,30 @@ def main() -> None:
             ours = measure(f"http://127.0.0.1:{port}", ref, prompts, args.max_tokens, args.concurrency, "tuneloop")
         finally:
             stop_server(server)
+        port = free_port()
+        server = start_server(ref, port, work / f"tuneloop-{threads}-no-prefix.log", extra=["--prefix-cache-mb", "0"])
+        try:  # the prefix cache as a lever: the same c=1 run without it
+            plain = measure(f"http://127.0.0.1:{port}", ref, prompts, args.max_tokens, [1], "tuneloop, prefix cache off")
+        finally:
+            stop_server(server)
         for a, b in zip(ours, theirs):
             a.identical = b.identical = sum(x.text == y.text for x, y in zip(a.answers, b.answers))
-        table += [f"| {threads} | " + " | ".join(cells(s, args.requests)) + " |" for s in (*ours, *theirs)]
+        table += [f"| {threads} | " + " | ".join(cells(s, args.requests)) + " |" for s in (*ours, *plain, *theirs)]
+        notes.append(f"{threads} thread(s), c=1: prefix cache on / off p50 TTFT "
+                     f"{ours[0].row()['p50 TTFT (s)'] / plain[0].row()['p50 TTFT (s)']:.2f}x, p50 latency "
+                     f"{ours[0].row()['p50 latency (s)'] / plain[0].row()['p50 latency (s)']:.2f}x")
         for a, b in zip(ours, theirs):
             level = a.name.split()[-1]
             notes.append(f"{threads} thread(s), {level}: tuneloop / llama-server p50 latency "
                          f"**{a.row()['p50 latency (s)'] / b.row()['p50 latency (s)']:.2f}x**, req/s "
                          f"**{a.row()['req/s'] / b.row()['req/s']:.2f}x**, p50 TTFT "
                          f"{a.row()['p50 TTFT (s)'] / b.row()['p50 TTFT (s)']:.2f}x")
-        console.print(*notes[-len(ours):], sep="\n")
+        console.print(*notes[-len(ours) - 1:], sep="\n")
     header = [
         f"Command: `.venv/bin/python benchmarks/serve_vs_llamacpp.py --llama-server PATH --threads "
         f"{' '.join(map(str, args.threads))} --max-tokens {args.max_tokens}` ({dt.date.today()})", "",
         f"{cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, transformers {version('transformers')}; llama.cpp "
-        f"from llama-cpp-python {_llama_version(args.llama_server)}'s sdist, built with GGML_NATIVE. The embedded "
+        f"{_llama_version(args.llama_server)}, the source in llama-cpp-python's sdist, built with GGML_NATIVE. The embedded "
         f"SmolLM2-135M-Instruct as f32 on both sides (GGUF written by `tuneloop export --gguf f32`). {args.requests} "
         f"ticket-triage prompts per concurrency level (distinct across levels), greedy, max_tokens {args.max_tokens}, streamed; 16 slots / max batch 16; the servers "
         f"run one after the other.",

@@ -66,13 +66,10 @@ SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "po", "da", "
 def synthetic_rows(n: int, seed: int, tokenizer, vocab: int = 49152) -> list[dict]:
     """Stock reports of a random number of lines; the answer names the largest lines and the total.
 
-    Lengths spread evenly over ~20-400 tokens and the answer is ~10% of a row, like real SFT data. Only
-    words whose tokens fall inside a `vocab`-sized vocabulary are used (the 16k model keeps SmolLM2's
-    tokenizer and its first 16,384 ids).
+    Lengths spread evenly over ~20-400 tokens and the answer is ~10% of a row, like real SFT data.
     """
     rng = random.Random(seed)
     words = sorted({rng.choice(SYLLABLES) + rng.choice(SYLLABLES) + rng.choice(SYLLABLES) for _ in range(400)})
-    words = [w for w in words if max(tokenizer(f"\n{w}: 1", add_special_tokens=False)["input_ids"]) < vocab]
     rows = []
     while len(rows) < n:
         target = rng.randint(20, 400)
@@ -83,19 +80,23 @@ def synthetic_rows(n: int, seed: int, tokenizer, vocab: int = 49152) -> list[dic
                     {"role": "user", "content": "Stock report:\n" + "\n".join(lines) + "\nLargest lines and total?"},
                     {"role": "assistant", "content": answer}]
         ids = tokenizer.apply_chat_template(messages, tokenize=True)["input_ids"]
-        if len(ids) <= 512 and max(ids) < vocab:
+        assert max(ids) < vocab, "the tokenizer must fit the model's vocabulary"
+        if len(ids) <= 512:
             rows.append({"messages": messages})
     return rows
 
 
 def prepare(work: Path, train_rows: int, val_rows: int, vocab: int) -> None:
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from tuneloop.models import load_tokenizer, resolve_model
 
     embedded = resolve_model("smollm2-135m-instruct")
-    tokenizer = load_tokenizer(embedded)
+    load_tokenizer(embedded).save_pretrained(work / "model")
+    if vocab < 49152:
+        truncate_vocabulary(work / "model/tokenizer.json", vocab)
+    tokenizer = AutoTokenizer.from_pretrained(work / "model")  # the model folder has no config.json yet
     rows = synthetic_rows(train_rows + val_rows, 0, tokenizer, vocab)
     (work / "data").mkdir()
     (work / "data/train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:train_rows]))
@@ -106,7 +107,21 @@ def prepare(work: Path, train_rows: int, val_rows: int, vocab: int) -> None:
     config.head_dim = config.hidden_size // config.num_attention_heads
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(work / "model")
-    tokenizer.save_pretrained(work / "model")
+
+
+def truncate_vocabulary(path: Path, vocab: int) -> None:
+    """SmolLM2's byte-level BPE cut to its first `vocab` ids: tokens above them and the merges that make them go.
+
+    Words then split into more, shorter tokens (ids follow merge order, so every kept token is still built
+    from kept ones); special tokens and the chat template are unchanged. A real 16k-vocabulary tokenizer,
+    with the model's head and embedding a third of the 49k ones."""
+    spec = json.loads(path.read_text())
+    kept = {token: i for token, i in spec["model"]["vocab"].items() if i < vocab}
+    merges = [m.split(" ", 1) if isinstance(m, str) else m for m in spec["model"]["merges"]]
+    spec["model"]["vocab"] = kept
+    spec["model"]["merges"] = [[a, b] for a, b in merges if a in kept and b in kept and a + b in kept]
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["id"] < vocab]
+    path.write_text(json.dumps(spec, ensure_ascii=False))
 
 
 def encoded(work: Path, name: str) -> list:
@@ -331,7 +346,8 @@ def _table(runs: dict[str, list[dict]], stats: dict, args) -> str:
         f"Command: {command} ({date.today()})", "",
         f"{os.cpu_count()} CPU threads ({platform.processor() or platform.machine()}); torch {torch.__version__}, "
         f"transformers {transformers.__version__}, peft {peft.__version__}, trl {trl.__version__}. Model: Llama "
-        f"{MODEL['hidden_size']} hidden x {MODEL['num_hidden_layers']} layers, vocabulary {args.vocab:,} (SmolLM2 tokenizer), random "
+        f"{MODEL['hidden_size']} hidden x {MODEL['num_hidden_layers']} layers, vocabulary {args.vocab:,} (SmolLM2's tokenizer"
+        f"{', cut to its first ' + format(args.vocab, ',') + ' ids' if args.vocab < 49152 else ''}), random "
         f"weights, fp32. Data: {stats['rows']} synthetic rows, {stats['tokens']:,} tokens, "
         f"{stats['targets'] / stats['tokens']:.0%} of them answer tokens (the only ones with loss). LoRA r 16 / alpha 32 / "
         f"dropout {args.dropout:g} on every linear layer, lr {args.lr:g} (full: {args.full_lr:g}), linear decay, batch {args.batch_size}, "
