@@ -7,7 +7,6 @@ Kept beside the pipelines, light enough to import before anything heavy (the CLI
 
 QUICK = {
     "train.max_steps": 40,  # of 58: the adapter has learnt the format and the labels by then
-    "train.group_by_length": True,  # batches of similar lengths: far less padding, so each step is faster
     "train.eval_every": 0,  # validation loss once, at the end
     "eval.limit": 40,  # of 59 test rows
     "eval.edge_cases": None,
