@@ -151,11 +151,16 @@ def start_server(model_ref: str, port: int, log: Path, engine: str = "tuneloop",
         cmd += ["--vllm-dtype", "float32"]
     with log.open("wb") as sink:
         proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT)
-    deadline = time.monotonic() + 900
-    with console.status("starting the server"):
+    return wait_healthy(proc, port, log, "the server", 900)
+
+
+def wait_healthy(proc: subprocess.Popen, port: int, log: Path, name: str, seconds: float) -> subprocess.Popen:
+    """`proc` once it answers GET /health with 200; stopped, with its log's tail, if it exits or takes too long."""
+    deadline = time.monotonic() + seconds
+    with console.status(f"starting {name}"):
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise SystemExit(f"the server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+                raise SystemExit(f"{name} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
                     return proc
@@ -163,7 +168,7 @@ def start_server(model_ref: str, port: int, log: Path, engine: str = "tuneloop",
                 pass
             time.sleep(0.5)
     stop_server(proc)
-    raise SystemExit(f"the server did not answer /health within 900 s:\n{log.read_text()[-3000:]}")
+    raise SystemExit(f"{name} did not answer /health within {seconds:.0f} s:\n{log.read_text()[-3000:]}")
 
 
 def stop_server(proc: subprocess.Popen) -> None:

@@ -24,16 +24,14 @@ import datetime as dt
 import os
 import subprocess
 import tempfile
-import time
 from importlib.metadata import version
 from pathlib import Path
 
-import httpx
 import torch
 
 from serve_throughput import (
     COLUMNS, ROOT, Setting, cells, console, cpu_name, free_port, publish, run_server_load, section, start_server,
-    stop_server, ticket_prompts,
+    stop_server, ticket_prompts, wait_healthy,
 )
 from tuneloop.models import resolve_model
 from tuneloop.models.gguf_export import export_gguf
@@ -46,18 +44,7 @@ def start_llama(binary: Path, gguf: Path, port: int, threads: int, slots: int, l
            "-np", str(slots), "-c", str(slots * 1024), "--jinja", "--no-webui"]
     with log.open("wb") as sink:
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"llama-server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    stop_server(proc)
-    raise SystemExit(f"llama-server did not answer /health within 300 s:\n{log.read_text()[-3000:]}")
+    return wait_healthy(proc, port, log, "llama-server", 300)
 
 
 def measure(url: str, model: str, prompts, max_tokens: int, levels: list[int], label: str) -> list[Setting]:

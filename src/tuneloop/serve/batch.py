@@ -45,13 +45,13 @@ class Batch:
     def join(self, jobs: list[Generation]) -> None:
         """Prefill `jobs` and add them to the running batch: together, except those that start like a cached prompt,
         which prefill one by one from its keys and values."""
-        hits = {id(job): self.prefixes.longest(_adapter(job), job.prompt_ids) for job in jobs} if self.prefixes else {}
-        fresh = [job for job in jobs if hits.get(id(job)) is None]
+        hits = [(job, self.prefixes.longest(_adapter(job), job.prompt_ids) if self.prefixes else None) for job in jobs]
+        fresh = [job for job, hit in hits if hit is None]
         if fresh:
             self._prefill(fresh)
-        for job in jobs:
-            if hits.get(id(job)) is not None:
-                self._prefill_after(job, *hits[id(job)])
+        for job, hit in hits:
+            if hit is not None:
+                self._prefill_after(job, *hit)
 
     def _prefill(self, jobs: list[Generation]) -> None:
         width = max(len(j.prompt_ids) for j in jobs)
