@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from tuneloop.errors import TuneloopError
+from tuneloop.graders.specs import GraderSpec
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -65,6 +66,9 @@ class ObjectiveConfig(Strict):
     description: str = ""
     # metric name -> gate, e.g. {"json_valid": ">= 0.95", "category_accuracy": ">= 0.8"}
     gates: dict[str, Gate] = {}
+    # The reward of reinforcement learning (GRPO), as a grader (graders/specs.py: string_check, python,
+    # score_model, multi, ...); None = the gates above, as a mean of their per-sample metrics.
+    reward: GraderSpec | None = None
 
     @field_validator("gates", mode="before")
     @classmethod
@@ -191,13 +195,31 @@ class DpoConfig(Strict):
     beta: float = Field(0.1, gt=0)
 
 
+class GrpoConfig(Strict):
+    """Group-relative policy optimisation (Shao et al. 2024): `group_size` sampled answers per prompt, each
+    scored by the reward graders (objective.reward, by default the gates), advantages relative to the group."""
+
+    group_size: int = Field(8, ge=2, le=64)
+    temperature: float = Field(1.0, gt=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(64, gt=0, le=4096)
+    # Pull towards the reference (the starting model: adapters off, or a frozen copy for full fine-tuning).
+    beta: float = Field(0.04, ge=0)
+    # PPO-style clip range of the probability ratio; it bites when a rollout serves more than one update.
+    epsilon: float = Field(0.2, gt=0, lt=1)
+    # Divide each group's advantages by its reward standard deviation (off: Dr. GRPO's unscaled advantages).
+    scale_rewards: bool = True
+
+
 class TrainConfig(Strict):
     # lora: adapters on a frozen base; dora: weight-decomposed LoRA; qlora: LoRA on a 4-bit NF4 base
     # (CUDA only); full: every weight trained (use a learning rate around 1e-5..1e-4).
     method: Literal["lora", "dora", "qlora", "full"] = "lora"
-    # sft: next-token loss on answers; dpo: direct preference optimisation on chosen/rejected pairs.
-    objective: Literal["sft", "dpo"] = "sft"
+    # sft: next-token loss on answers; dpo: direct preference optimisation on chosen/rejected pairs;
+    # grpo: reinforcement learning with the objective's reward graders (objective.reward, default the gates).
+    objective: Literal["sft", "dpo", "grpo"] = "sft"
     dpo: DpoConfig = DpoConfig()
+    grpo: GrpoConfig = GrpoConfig()
     lora: LoraConfig = LoraConfig()
     # Which tokens carry the SFT loss: the assistant answers (default) or every token of the conversation.
     loss_on: Literal["answers", "all"] = "answers"
@@ -225,6 +247,13 @@ class TrainConfig(Strict):
     save_every: int = Field(0, ge=0)
     keep_last: int = Field(2, ge=1)
     early_stopping: EarlyStopping = EarlyStopping()
+    # The validation number that picks the best checkpoint and drives early stopping: val_loss (SFT, DPO),
+    # val_reward (GRPO), or a metric of the task scored on greedy answers to the validation split, e.g.
+    # category_accuracy or category.f1_macro (SFT then also generates at each evaluation). None = by objective.
+    select_by: str | None = Field(None, pattern=r"^[A-Za-z0-9_.]+$")
+    # Validation prompts answered greedily at each evaluation when answers are scored (select_by a task
+    # metric, or GRPO's validation reward).
+    val_answers: int = Field(64, gt=0)
     seed: int = 0
     # tuneloop's own training paths (fused LoRA layers, chunked loss on answer tokens, no attention mask
     # for right-padded batches); off = the plain peft/transformers computation, for comparison or if a
@@ -243,7 +272,16 @@ class TrainConfig(Strict):
     def _early_stopping_needs_validation(self) -> "TrainConfig":
         if self.early_stopping.patience and not self.eval_every:
             raise ValueError("early_stopping.patience needs eval_every > 0 (validation loss is what it watches)")
+        if self.objective == "dpo" and self.select_by not in (None, "val_loss"):
+            raise ValueError(f"select_by {self.select_by!r}: DPO validation measures val_loss only")
         return self
+
+    @property
+    def selection(self) -> tuple[str, str]:
+        """(record key, 'min' or 'max') of the number that picks the best checkpoint."""
+        name = self.select_by or ("val_reward" if self.objective == "grpo" else "val_loss")
+        key = name if name.startswith("val_") else f"val_{name}"
+        return key, "min" if key == "val_loss" or "loss" in key else "max"
 
 
 class EvalConfig(Strict):

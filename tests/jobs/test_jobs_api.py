@@ -150,3 +150,38 @@ def test_a_job_running_when_the_server_stops_resumes_from_its_checkpoint(setup):
         messages = [e.message for e in api.fine_tuning.jobs.list_events(job.id, limit=200).data]
     assert any("resuming from its last checkpoint" in m for m in messages)
     assert any("shutting down" in m for m in messages)
+
+
+GRADER = {"type": "string_check", "name": "json", "operation": "like", "input": "{{sample.output_text}}", "reference": "{"}
+
+
+def test_a_reinforcement_job_trains_with_its_grader_and_reports_the_reward(setup):
+    with serve(setup) as url:
+        api = client(url)
+        uploaded = api.files.create(file=setup["train"].open("rb"), purpose="fine-tune")
+        method = {"type": "reinforcement", "reinforcement": {"grader": GRADER, "hyperparameters": {
+            "n_epochs": 1, "batch_size": 4, "compute_multiplier": 0.25, "eval_interval": 2, "eval_samples": 4}}}
+        job = api.fine_tuning.jobs.create(model=setup["model"], training_file=uploaded.id, method=method, suffix="rl")
+        assert job.method.type == "reinforcement" and job.method.reinforcement.grader.type == "string_check"
+        done = wait_for(api, job.id, {"succeeded", "failed", "cancelled"})
+        assert done.status == "succeeded", done.error
+        metrics = [e.data for e in api.fine_tuning.jobs.list_events(job.id, limit=100).data if e.type == "metrics"]
+        assert metrics and all(0.0 <= m["train_reward_mean"] <= 1.0 for m in metrics)
+        assert any("valid_reward_mean" in m for m in metrics)
+        checkpoints = api.fine_tuning.jobs.checkpoints.list(job.id).data
+        assert checkpoints and "train_reward_mean" in checkpoints[0].metrics.model_dump()
+
+
+@pytest.mark.parametrize("grader, message", [
+    ({"type": "python", "source": "def grade(sample, item):\n    return 1.0"}, "TUNELOOP_ALLOW_PYTHON_GRADERS"),
+    ({"type": "nope"}, "unknown grader type 'nope'"),
+    (None, "grader is required"),
+])
+def test_a_reinforcement_job_with_a_bad_grader_is_refused(setup, grader, message):
+    with serve(setup) as url:
+        api = client(url)
+        uploaded = api.files.create(file=setup["train"].open("rb"), purpose="fine-tune")
+        section = {"grader": grader} if grader else {}
+        with pytest.raises(openai.BadRequestError, match=message):
+            api.fine_tuning.jobs.create(model=setup["model"], training_file=uploaded.id,
+                                        method={"type": "reinforcement", "reinforcement": section})

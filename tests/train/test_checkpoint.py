@@ -151,3 +151,18 @@ def test_a_corrupt_state_file_is_a_clear_error(tmp_path, data_dir, tiny_model_di
     (last / "state.safetensors").write_bytes(b"\x80\x04not safetensors")
     with pytest.raises(TuneloopError, match="unreadable checkpoint state"):
         train(cfg.model_copy(update={"max_steps": 4}), ModelConfig(name=str(tiny_model_dir)), data_dir, tmp_path / "run", resume=True)
+
+
+def test_select_by_a_task_metric_scores_validation_answers_and_drives_early_stopping(tmp_path, data_dir, tiny_model_dir):
+    # The tiny model never writes JSON: json_valid stays 0, so its first evaluation stays the best and
+    # early stopping ends the run after `patience` more, whatever the validation loss does.
+    cfg = TrainConfig(max_steps=40, batch_size=8, learning_rate=1e-3, eval_every=2, warmup_ratio=0.0, select_by="json_valid",
+                      val_answers=4, early_stopping=EarlyStopping(patience=2), lora=LoraConfig(r=4, dropout=0.0))
+    summary = train(cfg, ModelConfig(name=str(tiny_model_dir)), data_dir, tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [r for r in records if "val_loss" in r]
+    assert all("val_json_valid" in r and "val_rougeL" in r for r in evaluated)
+    assert [r["step"] for r in evaluated] == [2, 4, 6] and summary["stopped_early"]
+    assert summary["selected_by"] == "val_json_valid" and summary["best_selection"] == 0.0 and summary["best_step"] == 2
+    marker = json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())
+    assert marker == {"step": 2, "val_json_valid": 0.0}

@@ -61,7 +61,7 @@ def train_cmd(
     wait_for_lock: Annotated[float, typer.Option(help="Seconds to wait while another trainer still writes --out.", min=0, max=3600)] = 0.0,
     as_json: Json = False,
 ) -> None:
-    """Fine-tune (LoRA, DoRA, QLoRA or full; SFT or DPO) on a prepared data directory.
+    """Fine-tune (LoRA, DoRA, QLoRA or full; SFT, DPO or GRPO) on a prepared data directory.
 
     Runs data-parallel when started by `torchrun` or `accelerate launch`."""
     _exit_with_worker()
@@ -77,7 +77,7 @@ def train_cmd(
     from tuneloop.train.trainer import train
 
     _quiet_libraries()
-    summary = train(cfg.train, cfg.model, data, out, resume=resume, dry_run=dry_run, wait_for_lock=wait_for_lock)
+    summary = train(cfg.train, cfg.model, data, out, resume=resume, dry_run=dry_run, wait_for_lock=wait_for_lock, criteria=cfg.objective)
     _emit(summary, as_json)
 
 

@@ -1,18 +1,24 @@
 """From an OpenAI fine-tuning request to tuneloop's own configuration.
 
 `hyperparameters` values may be "auto": n_epochs 3, batch_size 8, learning_rate_multiplier 1 (times
-tuneloop's default learning rate for the method). `method` is `supervised` (SFT) or `dpo` (with
-`beta`). The training method is LoRA; `model` is any model tuneloop can load.
+tuneloop's default learning rate for the method). `method` is `supervised` (SFT), `dpo` (with `beta`)
+or `reinforcement` (GRPO with a `grader` in the shape of OpenAI's grader objects: graders/specs.py;
+`compute_multiplier` scales the answers sampled per prompt, 8 at 1.0; `eval_interval` and `eval_samples`
+set the validation reward's cadence and size). The training method is LoRA; `model` is any model
+tuneloop can load. A `python` grader runs code on the server, so the jobs API takes one only when the
+server was started with TUNELOOP_ALLOW_PYTHON_GRADERS=1.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tuneloop.config import DataConfig, DpoConfig, ModelConfig, PipelineConfig, TrainConfig
+from tuneloop.config import DataConfig, DpoConfig, GrpoConfig, ModelConfig, ObjectiveConfig, PipelineConfig, TrainConfig
+from tuneloop.graders.specs import GraderSpec
 
 AUTO = {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 1.0}
 
@@ -29,9 +35,21 @@ class Hyperparameters(BaseModel):
     batch_size: Literal["auto"] | Annotated[int, Field(ge=1, le=1024)] = "auto"
     learning_rate_multiplier: Literal["auto"] | Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = "auto"
     beta: Literal["auto"] | Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = "auto"  # DPO only
+    # reinforcement only (OpenAI's names): answers per prompt = 8 x compute_multiplier; validation cadence and size
+    compute_multiplier: Literal["auto"] | Annotated[float, Field(ge=0.25, le=8, allow_inf_nan=False)] = "auto"
+    eval_interval: Literal["auto"] | Annotated[int, Field(ge=1, le=100_000)] = "auto"
+    eval_samples: Literal["auto"] | Annotated[int, Field(ge=1, le=10_000)] = "auto"
+    reasoning_effort: Literal["auto", "low", "medium", "high"] = "auto"  # accepted for compatibility; no effect here
 
     def resolved(self) -> dict[str, Any]:
-        return {k: (AUTO.get(k) if v == "auto" else v) for k, v in self.model_dump().items() if k != "beta"}
+        return {k: (AUTO.get(k) if v == "auto" else v) for k, v in self.model_dump().items() if k in AUTO}
+
+    def reinforcement(self) -> dict[str, Any]:
+        """GRPO's settings from OpenAI's reinforcement hyperparameters."""
+        multiplier = 1.0 if self.compute_multiplier == "auto" else self.compute_multiplier
+        return {"group_size": max(2, min(64, round(GrpoConfig().group_size * multiplier))),
+                "eval_every": 0 if self.eval_interval == "auto" else self.eval_interval,
+                "val_answers": TrainConfig().val_answers if self.eval_samples == "auto" else self.eval_samples}
 
 
 class MethodSection(BaseModel):
@@ -40,15 +58,36 @@ class MethodSection(BaseModel):
     hyperparameters: Hyperparameters | None = None
 
 
+class ReinforcementSection(MethodSection):
+    grader: GraderSpec | None = None  # required: a job has no objective gates to fall back on
+
+    @model_validator(mode="after")
+    def _grader_given(self) -> "ReinforcementSection":
+        if self.grader is None:
+            raise ValueError("method.reinforcement.grader is required (e.g. {type: string_check, operation: eq, "
+                             "input: '{{sample.output_text}}', reference: '{{item.reference}}'})")
+        if _runs_code(self.grader.model_dump()) and os.environ.get("TUNELOOP_ALLOW_PYTHON_GRADERS") != "1":
+            raise ValueError("python graders run code on this server; it accepts them only when started with "
+                             "TUNELOOP_ALLOW_PYTHON_GRADERS=1 (or run `tuneloop train` with the grader in the config)")
+        return self
+
+
 class Method(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    type: Literal["supervised", "dpo"] = "supervised"
+    type: Literal["supervised", "dpo", "reinforcement"] = "supervised"
     supervised: MethodSection | None = None
     dpo: MethodSection | None = None
+    reinforcement: ReinforcementSection | None = None
+
+    @model_validator(mode="after")
+    def _section_for_reinforcement(self) -> "Method":
+        if self.type == "reinforcement" and self.reinforcement is None:
+            raise ValueError("method.type 'reinforcement' needs method.reinforcement with a grader")
+        return self
 
     def hyperparameters(self) -> Hyperparameters:
-        section = (self.dpo if self.type == "dpo" else self.supervised) or MethodSection()
+        section = {"dpo": self.dpo, "reinforcement": self.reinforcement}.get(self.type, self.supervised) or MethodSection()
         return section.hyperparameters or Hyperparameters()
 
 
@@ -72,6 +111,9 @@ class JobRequest(BaseModel):
         if method.type == "dpo":
             beta = chosen.beta if chosen.beta != "auto" else DpoConfig().beta
             stored_method["dpo"] = {"hyperparameters": {**resolved, "beta": beta}}
+        elif method.type == "reinforcement":
+            stored_method["reinforcement"] = {"hyperparameters": {**resolved, **chosen.reinforcement()},
+                                              "grader": method.reinforcement.grader.model_dump(mode="json")}
         else:
             stored_method["supervised"] = {"hyperparameters": resolved}
         return resolved, stored_method
@@ -80,11 +122,27 @@ class JobRequest(BaseModel):
 def pipeline_for(job: dict, training: Path, has_validation: bool) -> PipelineConfig:
     hp = job["hyperparameters"]
     method = job["method"]
+    rl = method.get("reinforcement") or {}
+    rl_hp = rl.get("hyperparameters", {})
     train = TrainConfig(
-        method="lora", objective="dpo" if method["type"] == "dpo" else "sft", epochs=hp["n_epochs"], batch_size=hp["batch_size"],
-        learning_rate=TrainConfig().learning_rate * hp["learning_rate_multiplier"], seed=job["seed"],
+        method="lora", objective={"dpo": "dpo", "reinforcement": "grpo"}.get(method["type"], "sft"), epochs=hp["n_epochs"],
+        batch_size=hp["batch_size"], learning_rate=_learning_rate(method["type"]) * hp["learning_rate_multiplier"], seed=job["seed"],
         dpo=DpoConfig(beta=method.get("dpo", {}).get("hyperparameters", {}).get("beta", DpoConfig().beta)),
-        save_every=1, keep_last=1000, eval_every=0,
+        grpo=GrpoConfig(group_size=rl_hp.get("group_size", GrpoConfig().group_size)),
+        save_every=1, keep_last=1000, eval_every=rl_hp.get("eval_every", 0), val_answers=rl_hp.get("val_answers", TrainConfig().val_answers),
     )
     data = DataConfig(inputs=[training], val_ratio=0.0 if has_validation else 0.1, test_ratio=0.0, seed=job["seed"])
-    return PipelineConfig(name=job["id"], model=ModelConfig(name=job["model"]), data=data, train=train)
+    objective = ObjectiveConfig(reward=rl["grader"]) if rl.get("grader") else ObjectiveConfig()
+    return PipelineConfig(name=job["id"], model=ModelConfig(name=job["model"]), data=data, train=train, objective=objective)
+
+
+def _learning_rate(method_type: str) -> float:
+    """tuneloop's base learning rate per method: RL updates are noisier, so they start 10x lower than SFT's."""
+    return TrainConfig().learning_rate * (0.1 if method_type == "reinforcement" else 1.0)
+
+
+def _runs_code(spec: Any) -> bool:
+    """Whether a grader spec (a multi's sub-graders included) contains a python grader."""
+    if isinstance(spec, dict):
+        return spec.get("type") == "python" or any(_runs_code(v) for v in spec.values())
+    return isinstance(spec, list) and any(_runs_code(v) for v in spec)

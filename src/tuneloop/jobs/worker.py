@@ -187,9 +187,10 @@ class Worker:
             if record["step"] <= reported:
                 continue
             data = {"step": record["step"], "train_loss": record.get("train_loss"), "valid_loss": record.get("val_loss"),
-                    "total_steps": total_steps}
-            self.store.add_event(job_id, f"Step {record['step']}/{total_steps}: training loss={record.get('train_loss', float('nan')):.4f}",
-                                 data=data)
+                    "total_steps": total_steps, **_rewards(record)}
+            reward = f", reward={record['reward']:.4f}" if "reward" in record else ""
+            self.store.add_event(job_id, f"Step {record['step']}/{total_steps}: training loss={record.get('train_loss', float('nan')):.4f}"
+                                         f"{reward}", data=data)
             elapsed = time.time() - started
             self.store.update_job(job_id, estimated_finish=int(started + elapsed * total_steps / max(record["step"], 1)))
             reported = record["step"]
@@ -205,7 +206,7 @@ class Worker:
             if not records:
                 records = {r["step"]: r for r in read_jsonl(train_dir.metrics)} if train_dir.metrics.is_file() else {}
             record = records.get(checkpoint.step, {})
-            metrics = {"train_loss": record.get("train_loss"), "valid_loss": record.get("val_loss")}
+            metrics = {"train_loss": record.get("train_loss"), "valid_loss": record.get("val_loss"), **_rewards(record)}
             self.store.add_checkpoint(job["id"], checkpoint.step, metrics, checkpoint.weights, name)
 
     def _finish(self, job: dict, train_dir: TrainDir) -> None:
@@ -218,6 +219,12 @@ class Worker:
                               registry_ref=version["ref"], trained_tokens=tokens)
         self.store.add_event(job["id"], f"New fine-tuned model created: {_model_name(job)} (registry {version['ref']})")
         self.store.add_event(job["id"], "The job has successfully completed")
+
+
+def _rewards(record: dict) -> dict:
+    """A GRPO step's rewards under OpenAI's reinforcement metric names (nothing for SFT and DPO)."""
+    names = {"reward": "train_reward_mean", "val_reward": "valid_reward_mean", "kl": "kl"}
+    return {name: record[key] for key, name in names.items() if key in record and "reward_margin" not in record}
 
 
 def _alive(pid: int) -> bool:

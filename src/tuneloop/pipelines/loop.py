@@ -53,7 +53,7 @@ def run_loop(cfg: PipelineConfig, run_dir: Path) -> dict:
 
     console.rule("[bold]3/5 train")
     train_dir = folders.train.root
-    summary = train(cfg.train, cfg.model, data_dir, train_dir)
+    summary = train(cfg.train, cfg.model, data_dir, train_dir, criteria=cfg.objective)
     console.print(f"loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f}")
 
     console.rule("[bold]4/5 evaluate: candidate and production on the same test split")

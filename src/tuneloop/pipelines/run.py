@@ -50,7 +50,7 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path, resume: bool = False) -> di
     console.rule("[bold]2/4 train")
     summary = _finished(train_dir, "train", "summary") if resume else None
     if summary is None:
-        summary = train(cfg.train, cfg.model, data_dir, train_dir, resume=resume)
+        summary = train(cfg.train, cfg.model, data_dir, train_dir, resume=resume, criteria=cfg.objective)
     console.print(f"loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f} (val {summary['val_loss']}) -> {folders.train.loss_plot}")
 
     console.rule("[bold]3/4 evaluate")

@@ -66,8 +66,9 @@ def load_weights(model, folder: Path) -> None:
         load_model(model, str(folder / "model.safetensors"), device=str(model.device))
 
 
-def mark_best(root: Path, step: int, val_loss: float) -> None:
-    Checkpoints(root).best_marker.write_text(json.dumps({"step": step, "val_loss": val_loss}))
+def mark_best(root: Path, step: int, key: str, value: float) -> None:
+    """Record which checkpoint is best and by which validation number (`train.selection`)."""
+    Checkpoints(root).best_marker.write_text(json.dumps({"step": step, key: value}))
 
 
 def best_checkpoint(root: Path) -> Path | None:

@@ -39,7 +39,7 @@ class Pair:
 class Dpo:
     rows_per_example = 2  # a pair is two sequences in one forward pass
 
-    def __init__(self, tokenizer, data_dir: Path, cfg: TrainConfig):
+    def __init__(self, tokenizer, data_dir: Path, cfg: TrainConfig, criteria=None):
         self.cfg = cfg
         self.pad_id = tokenizer.pad_token_id
         self.frozen = None  # the reference when the model has no adapters to switch off (see attach)

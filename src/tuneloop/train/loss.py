@@ -34,11 +34,21 @@ def answer_loss_sum(model: PreTrainedModel, batch: dict[str, torch.Tensor], fast
 
 def answer_logps(model: PreTrainedModel, batch: dict[str, torch.Tensor], fast: bool = True) -> torch.Tensor:
     """Per-row sum of log-probabilities of the answer tokens (what DPO compares), head on targets only."""
+    token_logps, rows = answer_token_logps(model, batch, fast)
+    n_rows = batch["labels"].shape[0]
+    return torch.zeros(n_rows, device=token_logps.device, dtype=token_logps.dtype).index_add(0, rows, token_logps)
+
+
+def answer_token_logps(model: PreTrainedModel, batch: dict[str, torch.Tensor], fast: bool = True,
+                       temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of every answer token, flat in row-major order, and the row each belongs to (what GRPO
+    weighs); at `temperature`, of the distribution the answers were sampled from (logits / temperature)."""
     hidden, targets = _hidden_at_targets(model, batch, fast)
-    token_logps = -token_nll(hidden, model.get_output_embeddings(), targets, fast)
+    if temperature != 1.0:
+        hidden = hidden / temperature  # (h / T) @ W.T = logits / T, without a logits tensor
     labels = batch["labels"][:, 1:]
     rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(labels)[labels != IGNORE]
-    return torch.zeros(labels.shape[0], device=token_logps.device, dtype=token_logps.dtype).index_add(0, rows, token_logps)
+    return -token_nll(hidden, model.get_output_embeddings(), targets, fast), rows
 
 
 def token_nll(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor, fast: bool = True) -> torch.Tensor:

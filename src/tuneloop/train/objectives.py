@@ -3,7 +3,7 @@ that names them for `train.objective`.
 
 An objective owns its data (encoded from the data stage's split files), how examples batch and collate,
 the loss of one optimizer step (forward and backward over that step's micro-batches, gradients left in
-place) and validation. SFT (sft.py) and DPO (dpo.py) implement it; a new objective is one file with a
+place) and validation. SFT (sft.py), DPO (dpo.py) and GRPO (grpo.py) implement it; a new objective is one file with a
 class like theirs, an entry in OBJECTIVES and its name in config.TrainConfig.objective (a test checks
 that the two lists agree).
 """
@@ -14,8 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from tuneloop.config import TrainConfig
+from tuneloop.config import ObjectiveConfig, TrainConfig
 from tuneloop.train.dpo import Dpo
+from tuneloop.train.grpo import Grpo
 from tuneloop.train.sft import Sft
 
 
@@ -44,8 +45,9 @@ class Objective(Protocol):
         """Validation metrics (`val_loss` at least), summed over ranks."""
 
 
-OBJECTIVES: dict[str, Callable[[Any, Path, TrainConfig], Objective]] = {"sft": Sft, "dpo": Dpo}
+# Each is called with (tokenizer, data folder, train config, the objective's success criteria: GRPO's reward).
+OBJECTIVES: dict[str, Callable[[Any, Path, TrainConfig, ObjectiveConfig | None], Objective]] = {"sft": Sft, "dpo": Dpo, "grpo": Grpo}
 
 
-def build_objective(tokenizer, data_dir: Path, cfg: TrainConfig) -> Objective:
-    return OBJECTIVES[cfg.objective](tokenizer, data_dir, cfg)
+def build_objective(tokenizer, data_dir: Path, cfg: TrainConfig, criteria: ObjectiveConfig | None = None) -> Objective:
+    return OBJECTIVES[cfg.objective](tokenizer, data_dir, cfg, criteria)

@@ -22,13 +22,16 @@ from tuneloop.models.chat import IGNORE, Encoded
 from tuneloop.train.batching import batches, collate, to_device
 from tuneloop.train.loss import answer_loss_sum
 from tuneloop.train.packing import pack, packed_attention, supports_packing
+from tuneloop.train.prompts import read_prompts, task_of
+from tuneloop.train.rollout import task_scores
 
 
 class Sft:
     rows_per_example = 1
 
-    def __init__(self, tokenizer, data_dir: Path, cfg: TrainConfig):
+    def __init__(self, tokenizer, data_dir: Path, cfg: TrainConfig, criteria=None):
         self.cfg = cfg
+        self.tokenizer = tokenizer
         self.pad_id = tokenizer.pad_token_id
         self.train_set = _encode(tokenizer, DataDir(data_dir).train, cfg)
         val = DataDir(data_dir).val
@@ -37,6 +40,10 @@ class Sft:
             raise TuneloopError(f"{DataDir(data_dir).train}: no training examples with answer tokens")
         self.truncated = sum(e.truncated for e in self.train_set)
         self.packed = False
+        # select_by a task metric: validation also answers (greedily) and scores the first val_answers prompts
+        self.scored = read_prompts(tokenizer, val)[: cfg.val_answers] if cfg.selection[0] != "val_loss" and val.is_file() else []
+        self.task = task_of(data_dir)
+        self.answer_tokens = min(max((e.n_target for e in self.val_set), default=1) + 16, cfg.max_seq_len)
 
     def attach(self, model) -> None:
         """No reference model to keep; micro-batches are packed when the config asks and the model allows."""
@@ -83,7 +90,12 @@ class Sft:
             with where.autocast(), self._attention(model):
                 loss_sum, n = answer_loss_sum(model, to_device(self.collate(mine[start : start + self.cfg.batch_size]), where.device), self.cfg.fast_kernels)
             loss, tokens = loss + loss_sum.item(), tokens + n
-        return {"val_loss": world.sum(loss, where.device) / max(world.sum(tokens, where.device), 1)}
+        record = {"val_loss": world.sum(loss, where.device) / max(world.sum(tokens, where.device), 1)}
+        if self.scored:  # every rank answers all of them: corpus metrics (macro F1) do not sum over shards
+            scores, _ = task_scores(model, self.tokenizer, self.scored, self.task, batch_size=self.cfg.batch_size,
+                                    max_new_tokens=self.answer_tokens, autocast=where.autocast)
+            record |= {f"val_{k}": v for k, v in scores.items()}
+        return record
 
 
 def _encode(tokenizer, path: Path, cfg: TrainConfig) -> list[Encoded]:

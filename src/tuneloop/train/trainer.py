@@ -22,7 +22,7 @@ from transformers import get_scheduler, set_seed
 
 from tuneloop import threads
 from tuneloop.artifacts import exclusive, read_manifest, write_manifest
-from tuneloop.config import ModelConfig, TrainConfig
+from tuneloop.config import ModelConfig, ObjectiveConfig, TrainConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.layout import Checkpoint, DataDir, TrainDir
 from tuneloop.models import load_tokenizer
@@ -39,22 +39,24 @@ from tuneloop.ui import console, progress
 
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, resume: bool = False, dry_run: bool = False,
-          wait_for_lock: float = 0.0) -> dict:
+          wait_for_lock: float = 0.0, criteria: ObjectiveConfig | None = None) -> dict:
     """Fine-tune `model_cfg.name` on `data_dir`/train.jsonl; write the result to `out`.
 
     `resume`: continue from the latest complete checkpoint in `out`/checkpoints, exactly where it was.
     `dry_run`: print the pre-flight estimate and the measured speed, then stop before training.
     One trainer at a time writes `out` (a lock; another waits up to `wait_for_lock` seconds for it).
+    `criteria`: the pipeline's objective section, whose reward (by default its gates) GRPO maximises.
     """
     threads.apply()  # as many compute threads as this process may run at once (affinity, cgroup quota)
     world = World()
     if dry_run or not world.main:  # a dry run writes nothing; ranks other than the first write nothing either
-        return _train(cfg, model_cfg, data_dir, out, resume, dry_run, world)
+        return _train(cfg, model_cfg, data_dir, out, resume, dry_run, world, criteria)
     with exclusive(TrainDir(out).lock, "this training run", wait=wait_for_lock):
-        return _train(cfg, model_cfg, data_dir, out, resume, dry_run, world)
+        return _train(cfg, model_cfg, data_dir, out, resume, dry_run, world, criteria)
 
 
-def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, resume: bool, dry_run: bool, world: World) -> dict:
+def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, resume: bool, dry_run: bool, world: World,
+           criteria: ObjectiveConfig | None) -> dict:
     started = time.time()
     where = placement(cfg, world.local_rank)
     say = console.print if world.main else (lambda *a, **k: None)
@@ -62,7 +64,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, 
 
     # --- setup -------------------------------------------------------------------------------
     tokenizer = load_tokenizer(model_cfg.name)
-    objective = build_objective(tokenizer, data_dir, cfg)
+    objective = build_objective(tokenizer, data_dir, cfg, criteria)
     if objective.truncated:
         say(f"[yellow]warning:[/] {objective.truncated} training example(s) longer than max_seq_len={cfg.max_seq_len} were truncated")
     data = objective.stats()
@@ -95,7 +97,8 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, 
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
     log = MetricsLog(run, records, cfg.tensorboard) if world.main else None
-    watch = EarlyStop(cfg.early_stopping, records)
+    selection_key, selection_mode = cfg.selection
+    watch = EarlyStop(cfg.early_stopping, records, selection_key, selection_mode)
     checkpointing = world.main and bool(cfg.save_every or cfg.early_stopping.patience)
     stream = _micro_batches(objective, skip=done * micro_per_step)
     loop_started = time.perf_counter()
@@ -117,11 +120,12 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, 
             if checkpointing and (improved or (cfg.save_every and step % cfg.save_every == 0)):
                 save_checkpoint(checkpoints, step, model, optimizer, scheduler, records)
                 if improved:
-                    mark_best(checkpoints, step, record["val_loss"])
+                    mark_best(checkpoints, step, selection_key, record[selection_key])
                 prune(checkpoints, cfg.keep_last)
-            bar.update(task, advance=1, info=f"loss {record['train_loss']:.3f} · {record.get('tokens_per_s', 0):,.0f} tok/s")
+            shown = f" · reward {record['reward']:.3f}" if "reward" in record else ""
+            bar.update(task, advance=1, info=f"loss {record['train_loss']:.3f}{shown} · {record.get('tokens_per_s', 0):,.0f} tok/s")
             if watch.should_stop:
-                say(f"early stop at step {step}: no validation improvement in {watch.bad} evaluations")
+                say(f"early stop at step {step}: no improvement of {selection_key} in {watch.bad} evaluations")
                 break
 
     # --- save --------------------------------------------------------------------------------
@@ -218,7 +222,8 @@ def _summary(cfg: TrainConfig, records: list[dict], data: dict, plan, watch: Ear
         "method": cfg.method, "objective": cfg.objective, "steps": last["step"], "examples": data["examples"],
         "tokens_per_epoch": data.get("tokens"),
         "trainable_params": plan.trainable, "first_loss": records[0]["train_loss"], "final_loss": last["train_loss"],
-        "val_loss": last.get("val_loss"), "best_val_loss": None if math.isinf(watch.best) else watch.best,
+        "val_loss": last.get("val_loss"), "selected_by": watch.key, "best_selection": watch.best_value,
+        "best_val_loss": watch.best_value if watch.key == "val_loss" else None,
         "stopped_early": watch.should_stop, "resumed_from": done or None,
         "tokens_per_s": round(sum(speeds) / len(speeds), 1), "peak_memory_gb": round(peak, 2),
         "estimated_peak_gb": round(plan.peak_gb, 2), "wall_s": round(time.time() - started, 1),

@@ -1,0 +1,61 @@
+"""Answers from the model being trained, for GRPO's rollouts and for validation by task metrics.
+
+transformers' `generate` with its KV cache over left-padded prompt batches (the serving engine is a stage
+of its own, which training does not import). The answer's token ids are kept exactly as sampled, so
+the loss is taken on the very tokens the policy produced, never on a re-tokenised decode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Answer:
+    ids: list[int]  # generated token ids, up to and including the end-of-turn token when one came
+    text: str  # decoded without special tokens, stripped
+
+
+@torch.no_grad()
+def answer(model, tokenizer, prompts: list[list[int]], *, samples: int = 1, temperature: float = 1.0, top_p: float = 1.0,
+           max_new_tokens: int, greedy: bool = False) -> list[list[Answer]]:
+    """`samples` answers per prompt (sampled at `temperature`/`top_p`, or greedy), in prompt order."""
+    was_training = model.training
+    model.eval()  # no dropout, no activation checkpointing while decoding
+    width = max(len(p) for p in prompts)
+    pad = tokenizer.pad_token_id
+    device = next(model.parameters()).device
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, prompt in enumerate(prompts):  # left padding: every answer starts right after its prompt
+        ids[row, width - len(prompt):] = torch.tensor(prompt)
+        mask[row, width - len(prompt):] = 1
+    sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None} if greedy else {
+        "do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+    output = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                            num_return_sequences=samples, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, **sampling)
+    model.train(was_training)
+    answers: list[list[Answer]] = [[] for _ in prompts]
+    for row, sequence in enumerate(output[:, width:].tolist()):
+        if tokenizer.eos_token_id in sequence:
+            sequence = sequence[: sequence.index(tokenizer.eos_token_id) + 1]
+        answers[row // samples].append(Answer(sequence, tokenizer.decode(sequence, skip_special_tokens=True).strip()))
+    return answers
+
+
+def task_scores(model, tokenizer, prompts, task, *, batch_size: int, max_new_tokens: int, autocast) -> tuple[dict[str, float], int]:
+    """The task's metrics (metrics/: per-sample means and corpus scores, per-class F1 left out) over greedy
+    answers to `prompts` (train/prompts.Prompt), and how many were scored; what `train.select_by` can name."""
+    from tuneloop.metrics import Context, mean_scores, score_corpus, score_samples
+
+    outputs: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        with autocast():
+            batch = answer(model, tokenizer, [p.ids for p in prompts[start : start + batch_size]], greedy=True, max_new_tokens=max_new_tokens)
+        outputs += [a[0].text for a in batch]
+    references = [p.item["reference"] for p in prompts]
+    ctx = Context(task)
+    scores = {**mean_scores(score_samples(outputs, references, ctx)), **score_corpus(outputs, references, ctx)}
+    return {k: v for k, v in scores.items() if ".f1." not in k}, len(outputs)

@@ -1,0 +1,133 @@
+"""GRPO: the loss and advantages against a hand-computed case, zero KL at step 0, the reward rising on a tiny
+model with a grader that rewards one kind of answer, an exact resume, and graders that fail never stopping the run."""
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tuneloop.config import ModelConfig, ObjectiveConfig, TaskConfig, TrainConfig
+from tuneloop.train.distributed import World
+from tuneloop.train.grpo import Grpo, group_advantages, grpo_token_loss
+from tuneloop.train.methods import build_model, placement
+from tuneloop.train.trainer import train
+
+# The reward: a blank answer (its one token is whitespace or an end token). The peaked tiny model below says one
+# about 1 time in 10 (the tied embeddings make it echo the prompt's last token, a newline), so groups differ at once.
+BLANK = {"reward": {"type": "string_check", "name": "blank", "operation": "eq", "reference": ""}}
+GRPO = dict(method="full", objective="grpo", batch_size=4, learning_rate=1e-3, warmup_ratio=0.0, scheduler="constant",
+            max_seq_len=128, tensorboard=False, grpo={"group_size": 8, "max_new_tokens": 1, "temperature": 1.0})
+
+
+@pytest.fixture(scope="module")
+def peaked_model(tiny_model_dir, tmp_path_factory):
+    """The tiny model with its final norm's gain at 8: sharper next-token distributions than at random init."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        model.model.norm.weight.fill_(8.0)
+    path = tmp_path_factory.mktemp("peaked")
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(path)
+    return path
+
+
+def test_advantages_are_relative_to_the_group_and_scaled_by_its_std():
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5]])
+    advantages = group_advantages(rewards)
+    std = math.sqrt((4 * 0.25) / 3)  # unbiased, as TRL's
+    assert torch.allclose(advantages[0], torch.tensor([0.5, -0.5, -0.5, 0.5]) / (std + 1e-4))
+    assert torch.equal(advantages[1], torch.zeros(4))  # a group that all scored the same teaches nothing
+    assert torch.allclose(group_advantages(rewards, scale=False)[0], torch.tensor([0.5, -0.5, -0.5, 0.5]))
+
+
+def test_token_loss_matches_a_hand_computed_case():
+    logps = torch.tensor([-1.0, -2.0, -0.5, -0.5], requires_grad=True)
+    old = torch.tensor([-1.0, -2.0, -0.5 - math.log(1.5), -0.5 - math.log(1.5)])  # last two: ratio 1.5
+    reference = torch.tensor([-0.9, -2.0, -0.5, -0.5])
+    advantages = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    loss, terms = grpo_token_loss(logps, old, reference, advantages, epsilon=0.2, beta=0.1)
+    kl0 = math.exp(0.1) - 0.1 - 1  # k3 estimate with ref - logp = 0.1
+    expected = [-1.0 + 0.1 * kl0, 1.0, -1.2, 1.5]  # ratio 1.5: A>0 is clipped to 1.2, A<0 keeps -1.5 (the min)
+    assert torch.allclose(loss, torch.tensor(expected), atol=1e-6)
+    assert terms["clipped"].tolist() == [0.0, 0.0, 1.0, 0.0]
+    assert terms["kl"][0].item() == pytest.approx(kl0, abs=1e-6) and terms["kl"][1:].abs().max() == 0
+    loss.sum().backward()
+    # ratio 1: d/dlogp of -ratio*A is -A; the KL adds beta * (1 - exp(ref - logp)); a clipped token has no gradient
+    assert logps.grad[0].item() == pytest.approx(-1.0 + 0.1 * (1 - math.exp(0.1)), abs=1e-6)
+    assert logps.grad[1].item() == pytest.approx(1.0)
+    assert logps.grad[2].item() == 0.0
+    assert logps.grad[3].item() == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_kl_is_zero_at_step_zero_and_the_step_reports_its_metrics(data_dir, peaked_model, tokenizer, method):
+    cfg = TrainConfig.model_validate({**GRPO, "method": method})
+    objective = Grpo(tokenizer, data_dir, cfg, ObjectiveConfig.model_validate(BLANK))
+    where = placement(cfg)
+    model = build_model(ModelConfig(name=str(peaked_model)), cfg, where)
+    objective.attach(model)
+    batch = objective.collate(objective.batches(0)[0])
+    stats = objective.step(model, [batch], World(), where)
+    assert stats["kl"] == 0.0  # LoRA's B starts at zero, the full model's reference is its copy: the policy is the reference
+    assert 0.0 <= stats["reward"] <= 1.0 and stats["clip_fraction"] == 0.0 and stats["grader_errors"] == 0
+    assert stats["completion_length"] == 1 and stats["tokens"] > 0
+    grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_grpo_raises_the_mean_reward(tmp_path, data_dir, peaked_model):
+    cfg = TrainConfig.model_validate({**GRPO, "max_steps": 30, "eval_every": 10, "tensorboard": True})
+    summary = train(cfg, ModelConfig(name=str(peaked_model)), data_dir, tmp_path / "run", criteria=ObjectiveConfig.model_validate(BLANK))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    first, last = (sum(r["reward"] for r in part) / len(part) for part in (records[:3], records[-5:]))
+    assert first < 0.3 and last > 0.8, (first, last)
+    assert records[-1]["val_reward"] > records[9]["val_reward"] or records[9]["val_reward"] == 1.0
+    assert {"reward_std", "kl", "completion_length", "clip_fraction", "grader_errors", "train_loss"} <= records[-1].keys()
+    assert "val_reward" in records[9] and summary["selected_by"] == "val_reward"
+    assert records[-1]["kl"] > 0  # the policy moved away from the reference
+    assert (tmp_path / "run" / "model").is_dir() and (tmp_path / "run" / "loss.png").is_file()
+    assert any((tmp_path / "run" / "tensorboard").iterdir())
+
+
+def test_a_resumed_grpo_run_equals_an_unbroken_one(tmp_path, data_dir, peaked_model):
+    criteria = ObjectiveConfig.model_validate(BLANK)
+    model = ModelConfig(name=str(peaked_model))
+    GRPO = {**globals()["GRPO"], "method": "lora"}
+    train(TrainConfig.model_validate({**GRPO, "max_steps": 6}), model, data_dir, tmp_path / "a", criteria=criteria)
+    train(TrainConfig.model_validate({**GRPO, "max_steps": 3, "save_every": 3}), model, data_dir, tmp_path / "b", criteria=criteria)
+    train(TrainConfig.model_validate({**GRPO, "max_steps": 6, "save_every": 3}), model, data_dir, tmp_path / "b", resume=True, criteria=criteria)
+    a = load_file(tmp_path / "a" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "b" / "adapter" / "adapter_model.safetensors")
+    assert any(t.abs().sum() > 0 for name, t in a.items() if "lora_B" in name)  # it trained
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6), name
+
+
+def test_a_grader_that_raises_or_hangs_scores_zero_and_the_run_goes_on(tmp_path, data_dir, tiny_model_dir):
+    grader = tmp_path / "grader.py"
+    grader.write_text("import time\n"
+                      "def grade(sample, item):\n"
+                      "    text = sample['output_text']\n"
+                      "    if len(text) % 3 == 0: raise ValueError('no')\n"
+                      "    if len(text) % 3 == 1: return 'not a number'\n"
+                      "    return 1.0\n")
+    criteria = ObjectiveConfig.model_validate({"reward": {"type": "python", "name": "flaky", "file": str(grader), "timeout_s": 5}})
+    cfg = TrainConfig.model_validate({**GRPO, "method": "lora", "max_steps": 2, "grpo": {**GRPO["grpo"], "group_size": 4, "max_new_tokens": 4}})
+    train(cfg, ModelConfig(name=str(tiny_model_dir)), data_dir, tmp_path / "run", criteria=criteria)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["grader_errors"] > 0 for r in records)
+    assert all(math.isfinite(r["train_loss"]) for r in records)
+
+
+def test_the_gates_are_the_default_reward(data_dir, tokenizer, tmp_path):
+    (data_dir / "manifest.json").write_text(json.dumps({"stage": "data", "task": TaskConfig(
+        output_schema={"type": "object", "required": ["category"]}, label_fields=["category"]).model_dump(mode="json")}))
+    gates = ObjectiveConfig.model_validate({"gates": {"json_valid": ">= 0.9", "category_accuracy": ">= 0.8"}})
+    objective = Grpo(tokenizer, data_dir, TrainConfig.model_validate(GRPO), gates)
+    reference = objective.train_set[0].item["reference"]
+    grades = objective.grader.grade([reference, "not json"], [objective.train_set[0].item] * 2)
+    assert grades.total == [1.0, 0.0]
