@@ -43,6 +43,15 @@ def plain_lora_layers(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
             yield module
 
 
+def mergeable_lora_layers(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """peft LoRA / DoRA linear layers that `merge_adapter` folds exactly enough (floating-point bases, not 4-bit)."""
+    lora_linear = _lora_linear()
+    for module in model.modules():
+        if isinstance(module, lora_linear) and type(module.get_base_layer()) is torch.nn.Linear \
+                and module.get_base_layer().weight.is_floating_point():
+            yield module
+
+
 def replace_forward(layer: torch.nn.Module, forward: Callable) -> None:
     """Give one layer instance its own forward (the class, and so every other model, keeps peft's)."""
     layer.forward = types.MethodType(forward, layer)

@@ -356,6 +356,27 @@ class LoopConfig(Strict):
     tolerance: float = Field(0.0, ge=0)
 
 
+class RlRound(Strict):
+    """`rl:` a GRPO round after the SFT training of `tuneloop run` and `tuneloop loop`. The SFT run is merged
+    into its base, which becomes the round's starting policy and KL reference; the round's other settings
+    are `train`'s (its `grpo` section included) with these on top. The reward is objective.reward (by
+    default the gates). Evaluation then compares SFT + GRPO (`finetuned`) with the SFT model (`base`)."""
+
+    # LoRA (default) or DoRA keep the merged SFT model as the reference with adapters off; full keeps a frozen copy.
+    method: Literal["lora", "dora", "full"] = "lora"
+    max_steps: int = Field(30, gt=0)
+    learning_rate: float = Field(1e-4, gt=0)
+    batch_size: int = Field(2, gt=0)  # prompts per micro-batch, each with train.grpo.group_size answers
+    eval_every: int = Field(10, ge=0)
+    lora: LoraConfig = LoraConfig(dropout=0.0)
+
+    def train_config(self, sft: "TrainConfig") -> "TrainConfig":
+        """The round's TrainConfig: the SFT run's, as GRPO, with this round's settings."""
+        return sft.model_copy(update={"objective": "grpo", "epochs": 1.0, "warmup_ratio": 0.0, "scheduler": "constant",
+                                      "early_stopping": EarlyStopping(), "select_by": None, **self.model_dump(exclude={"lora"}),
+                                      "lora": self.lora})
+
+
 class PipelineConfig(Strict):
     name: str = "run"
     model: ModelConfig = ModelConfig()
@@ -363,6 +384,7 @@ class PipelineConfig(Strict):
     objective: ObjectiveConfig = ObjectiveConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
+    rl: RlRound | None = None  # a GRPO round after train (run, loop)
     eval: EvalConfig = EvalConfig()
     registry: RegistryConfig = RegistryConfig()
     serve: ServeConfig = ServeConfig()

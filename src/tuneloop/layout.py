@@ -255,6 +255,16 @@ class PipelineDir:
         return TrainDir(self.root / "train")
 
     @property
+    def sft_export(self) -> ExportDir:
+        """With an `rl` round: the SFT run merged into its base, the round's starting policy and reference."""
+        return ExportDir(self.root / "sft-export")
+
+    @property
+    def train_rl(self) -> TrainDir:
+        """With an `rl` round: the GRPO run on top of the merged SFT model."""
+        return TrainDir(self.root / "train-grpo")
+
+    @property
     def eval(self) -> EvalDir:
         return EvalDir(self.root / "eval")
 

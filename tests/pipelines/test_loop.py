@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import ticket_rows, write_jsonl
 from tuneloop.cli import app
-from tuneloop.config import ObjectiveConfig, load_config
+from tuneloop.config import GrpoConfig, ObjectiveConfig, RlRound, load_config
 from tuneloop.db.requestlog import RequestStore
 from tuneloop.pipelines.loop import decide, run_loop
 from tuneloop.pipelines.run import run_pipeline
@@ -97,3 +97,18 @@ def test_decide_needs_gates_and_no_worse_than_production():
     assert decide(_results(0.9, 50), _results(0.95, 50), objective, 0.1)[0]  # within tolerance
     promote, reasons = decide(_results(0.95, 80), _results(0.95, 50), objective, 0.0)
     assert not promote and "length_chars" in reasons[0]  # lower is better for a <= gate
+
+
+def test_a_grpo_round_after_sft_is_trained_evaluated_and_registered_on_the_merged_sft_model(tmp_path, tiny_model_dir):
+    write_jsonl(tmp_path / "good.jsonl", rows(60))
+    cfg = config(tmp_path, tiny_model_dir, "good.jsonl", 1, steps=2)
+    cfg = cfg.model_copy(update={"rl": RlRound(max_steps=2, eval_every=0), "train": cfg.train.model_copy(
+        update={"grpo": GrpoConfig(group_size=2, max_new_tokens=4)})})
+    result = run_pipeline(cfg, tmp_path / "run")
+    merged = (tmp_path / "run" / "sft-export" / "model").resolve()
+    grpo = json.loads((tmp_path / "run" / "train-grpo" / "manifest.json").read_text())
+    assert grpo["config"]["objective"] == "grpo" and grpo["model"]["name"] == str(merged)
+    assert (tmp_path / "run" / "train-grpo" / "adapter" / "adapter_config.json").is_file()
+    version = Registry(f"sqlite:///{tmp_path / 'registry.db'}").resolve(result["model"])
+    assert version["base_model"] == str(merged) and version["artifact_path"] == str((tmp_path / "run" / "train-grpo").resolve())
+    assert "json_valid" in result["finetuned"]

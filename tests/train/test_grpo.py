@@ -131,3 +131,22 @@ def test_the_gates_are_the_default_reward(data_dir, tokenizer, tmp_path):
     reference = objective.train_set[0].item["reference"]
     grades = objective.grader.grade([reference, "not json"], [objective.train_set[0].item] * 2)
     assert grades.total == [1.0, 0.0]
+
+
+def test_decoding_with_merged_adapters_answers_the_same_and_leaves_the_base_bit_for_bit(tiny_model_dir, tokenizer):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tuneloop.train.rollout import MergedForDecoding, answer
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    prompts = [tokenizer("Hello there, how are you?")["input_ids"], tokenizer("Ticket 3: refund")["input_ids"]]
+    plain = answer(model, tokenizer, prompts, greedy=True, max_new_tokens=8)
+    merged = MergedForDecoding(model)
+    assert merged.saved  # every adapted layer
+    with merged():
+        folded = answer(model, tokenizer, prompts, greedy=True, max_new_tokens=8)
+    assert [a[0].ids for a in folded] == [a[0].ids for a in plain]
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())

@@ -1,6 +1,7 @@
 """`tuneloop loop`: one round of the closed loop, chaining the stages through their artifacts on disk.
 
-feedback -> data (old inputs + feedback, the production model's test split frozen) -> train ->
+feedback -> data (old inputs + feedback, the production model's test split frozen) -> train (and a GRPO
+round on the SFT model when the config has `rl:`) ->
 evaluate the candidate (gates) and production on the same frozen test split -> register the candidate
 -> point `challenger` at it -> move `production` to it only when its gates pass and no gated metric
 is worse than production's (within `loop.tolerance`). Otherwise production stays and the round says why.
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 from tuneloop.artifacts import read_manifest
-from tuneloop.config import ObjectiveConfig, PipelineConfig
+from tuneloop.config import ModelConfig, ObjectiveConfig, PipelineConfig
 from tuneloop.data.prepare import prepare
 from tuneloop.db import Database
 from tuneloop.db.requestlog import RequestStore
@@ -20,6 +21,7 @@ from tuneloop.eval.evaluate import evaluate
 from tuneloop.layout import DataDir, PipelineDir
 from tuneloop.models import trained_weights, weights_folder
 from tuneloop.monitor.feedback import export_feedback
+from tuneloop.pipelines.rl_round import grpo_round
 from tuneloop.registry.lineage import register_run
 from tuneloop.registry.store import Registry
 from tuneloop.train.trainer import train
@@ -55,13 +57,19 @@ def run_loop(cfg: PipelineConfig, run_dir: Path) -> dict:
     train_dir = folders.train.root
     summary = train(cfg.train, cfg.model, data_dir, train_dir, criteria=cfg.objective)
     console.print(f"loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f}")
+    model = cfg.model
+    if cfg.rl is not None:
+        console.rule("[bold]3/5 train: a GRPO round on the SFT model")
+        model, train_dir = grpo_round(cfg, train_dir, data_dir, folders)
 
     console.rule("[bold]4/5 evaluate: candidate and production on the same test split")
-    candidate = evaluate(cfg.eval, cfg.model, cfg.task, cfg.objective, data_dir, trained_weights(train_dir), folders.eval.root)
+    candidate = evaluate(cfg.eval, model, cfg.task, cfg.objective, data_dir, trained_weights(train_dir), folders.eval.root)
     current = None
     if production:
         only_model = cfg.eval.model_copy(update={"systems": ["finetuned"], "regression": False})
-        current = evaluate(only_model, cfg.model, cfg.task, ObjectiveConfig(), data_dir,
+        # production's own base: a version from a GRPO round sits on its merged SFT model, not on cfg.model
+        production_base = ModelConfig(name=production.get("base_model") or cfg.model.name)
+        current = evaluate(only_model, production_base, cfg.task, ObjectiveConfig(), data_dir,
                            weights_folder(Path(production["artifact_path"])), folders.eval_production.root)
 
     console.rule("[bold]5/5 register and decide")

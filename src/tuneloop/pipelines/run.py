@@ -1,7 +1,8 @@
 """`tuneloop run`: chain the stages through their artifacts on disk.
 
-prepare data -> train -> evaluate (fine-tuned vs base on the test split) -> register. This module
-only chains stage entry points; each stage reads the previous stage's directory, never its objects.
+prepare data -> train -> [a GRPO round on the SFT model: `rl:`] -> evaluate (fine-tuned vs base on the
+test split) -> register. This module only chains stage entry points; each stage reads the previous
+stage's directory, never its objects.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import time
 from pathlib import Path
 
 from tuneloop.artifacts import read_manifest
-from tuneloop.config import PipelineConfig
+from tuneloop.config import ModelConfig, PipelineConfig
 from tuneloop.data.prepare import prepare
 from tuneloop.errors import TuneloopError
 from tuneloop.eval.evaluate import evaluate
 from tuneloop.eval.table import metrics_table
 from tuneloop.layout import PipelineDir
 from tuneloop.models import resolve_model, trained_weights
+from tuneloop.pipelines.rl_round import grpo_round
 from tuneloop.registry.lineage import register_run
 from tuneloop.registry.store import Registry
 from tuneloop.train.trainer import train
@@ -52,17 +54,24 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path, resume: bool = False) -> di
     if summary is None:
         summary = train(cfg.train, cfg.model, data_dir, train_dir, resume=resume, criteria=cfg.objective)
     console.print(f"loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f} (val {summary['val_loss']}) -> {folders.train.loss_plot}")
+    model, weights_dir = cfg.model, train_dir
+    if cfg.rl is not None:
+        console.rule("[bold]2/4 train: a GRPO round on the SFT model")
+        if resume and _finished(folders.train_rl.root, "train", "summary") is not None:
+            model, weights_dir = ModelConfig(name=str(folders.sft_export.model.resolve())), folders.train_rl.root
+        else:
+            model, weights_dir = grpo_round(cfg, train_dir, data_dir, folders, resume=resume)
 
-    console.rule("[bold]3/4 evaluate")
+    console.rule("[bold]3/4 evaluate" + (" (base: the SFT model; finetuned: SFT + GRPO)" if cfg.rl is not None else ""))
     results = _finished(eval_dir, "eval", "summary") if resume else None
     if results is None:
-        results = evaluate(cfg.eval, cfg.model, cfg.task, cfg.objective, data_dir, trained_weights(train_dir), eval_dir)
+        results = evaluate(cfg.eval, model, cfg.task, cfg.objective, data_dir, trained_weights(weights_dir), eval_dir)
     console.print(metrics_table(results))
 
     console.rule("[bold]4/4 register")
     registry = Registry(cfg.registry.url)
-    version = _registered(registry, cfg.registry.name, train_dir) if resume else None
-    version = version or register_run(registry, cfg.registry.name, train_dir, eval_dir)
+    version = _registered(registry, cfg.registry.name, weights_dir) if resume else None
+    version = version or register_run(registry, cfg.registry.name, weights_dir, eval_dir)
     console.print(f"registered [bold]{version['ref']}[/] (registry {registry.url})")
 
     return {

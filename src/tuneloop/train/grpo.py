@@ -34,7 +34,7 @@ from tuneloop.models.chat import IGNORE, Encoded
 from tuneloop.train.batching import batches, collate, to_device
 from tuneloop.train.loss import answer_token_logps
 from tuneloop.train.prompts import Prompt, read_prompts, task_of
-from tuneloop.train.rollout import answer
+from tuneloop.train.rollout import MergedForDecoding, answer
 from tuneloop.ui import console
 
 ERRORS_SHOWN = 3  # grader error messages printed per run; all are counted in the metrics
@@ -61,6 +61,7 @@ class Grpo:
         val = DataDir(data_dir).val
         self.val_set = [p for p in read_prompts(tokenizer, val) if len(p.ids) <= budget][: cfg.val_answers] if val.is_file() else []
         self.frozen = None
+        self.merged = None  # set in attach: adapters folded into the base while sampling
         self.errors_shown = 0
 
     @property
@@ -71,6 +72,7 @@ class Grpo:
         """Full fine-tuning has no adapters to switch off: keep a frozen copy of the starting model as the reference."""
         if self.g.beta and not isinstance(model, PeftModel):
             self.frozen = copy.deepcopy(model).eval().requires_grad_(False)
+        self.merged = MergedForDecoding(model)
 
     def stats(self) -> dict:
         longest = max(len(p.ids) for p in self.train_set) + self.g.max_new_tokens
@@ -111,7 +113,7 @@ class Grpo:
         width = self.cfg.batch_size * self.g.group_size
         for start in range(0, len(mine), width):
             chunk = mine[start : start + width]
-            with where.autocast():
+            with where.autocast(), self.merged():
                 outs = [a[0] for a in answer(model, self.tokenizer, [p.ids for p in chunk], greedy=True, max_new_tokens=self.g.max_new_tokens)]
             grades = self._grade([o.text for o in outs], [p.item for p in chunk])
             for key, value in _reward_sums(grades).items():
@@ -126,7 +128,7 @@ class Grpo:
 
     def _rollout(self, model, prompts: list[Prompt], where) -> "Rollout":
         G = self.g.group_size
-        with where.autocast():
+        with where.autocast(), self.merged():
             sampled = answer(model, self.tokenizer, [p.ids for p in prompts], samples=G, temperature=self.g.temperature,
                              top_p=self.g.top_p, max_new_tokens=self.g.max_new_tokens)
         outs = [a for group in sampled for a in group]
