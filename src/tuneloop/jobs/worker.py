@@ -224,7 +224,7 @@ class Worker:
 def _rewards(record: dict) -> dict:
     """A GRPO step's rewards under OpenAI's reinforcement metric names (nothing for SFT and DPO)."""
     names = {"reward": "train_reward_mean", "val_reward": "valid_reward_mean", "kl": "kl"}
-    return {name: record[key] for key, name in names.items() if key in record and "reward_margin" not in record}
+    return {name: record[key] for key, name in names.items() if key in record}
 
 
 def _alive(pid: int) -> bool:

@@ -77,9 +77,9 @@ def answer(model, tokenizer, prompts: list[list[int]], *, samples: int = 1, temp
     return answers
 
 
-def task_scores(model, tokenizer, prompts, task, *, batch_size: int, max_new_tokens: int, autocast) -> tuple[dict[str, float], int]:
+def task_scores(model, tokenizer, prompts, task, *, batch_size: int, max_new_tokens: int, autocast) -> dict[str, float]:
     """The task's metrics (metrics/: per-sample means and corpus scores, per-class F1 left out) over greedy
-    answers to `prompts` (train/prompts.Prompt), and how many were scored; what `train.select_by` can name."""
+    answers to `prompts` (train/prompts.Prompt); what `train.select_by` can name."""
     from tuneloop.metrics import Context, mean_scores, score_corpus, score_samples
 
     outputs: list[str] = []
@@ -90,4 +90,4 @@ def task_scores(model, tokenizer, prompts, task, *, batch_size: int, max_new_tok
     references = [p.item["reference"] for p in prompts]
     ctx = Context(task)
     scores = {**mean_scores(score_samples(outputs, references, ctx)), **score_corpus(outputs, references, ctx)}
-    return {k: v for k, v in scores.items() if ".f1." not in k}, len(outputs)
+    return {k: v for k, v in scores.items() if ".f1." not in k}

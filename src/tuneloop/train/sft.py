@@ -92,7 +92,7 @@ class Sft:
             loss, tokens = loss + loss_sum.item(), tokens + n
         record = {"val_loss": world.sum(loss, where.device) / max(world.sum(tokens, where.device), 1)}
         if self.scored:  # every rank answers all of them: corpus metrics (macro F1) do not sum over shards
-            scores, _ = task_scores(model, self.tokenizer, self.scored, self.task, batch_size=self.cfg.batch_size,
+            scores = task_scores(model, self.tokenizer, self.scored, self.task, batch_size=self.cfg.batch_size,
                                     max_new_tokens=self.answer_tokens, autocast=where.autocast)
             record |= {f"val_{k}": v for k, v in scores.items()}
         return record
