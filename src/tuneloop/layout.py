@@ -161,6 +161,7 @@ class AbDir:
     csv = _at("ab.csv")
     html = _at("ab.html")
     key = _at("ab_key.json")
+    judgments = _at("ab_judgments.csv", "The dashboard's judgments: ab.csv's rows with judgment and comment filled in.")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The HTTP process, wired: serve's OpenAI-compatible routes, the fine-tuning jobs API and its worker, the
-registry, the request log and knowledge bases, assembled from command-line options.
+registry, the request log, knowledge bases and the web dashboard, assembled from command-line options.
 
 This is a composition above the stages: the one module that hands the registry to serving and the data
 stage and registry to the jobs worker, so that none of those stages imports another.
@@ -14,8 +14,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from tuneloop.access import Access
 from tuneloop.artifacts import read_manifest
-from tuneloop.config import DataConfig, ModelConfig, TaskConfig
+from tuneloop.config import DataConfig, ModelConfig, MonitorConfig, TaskConfig
+from tuneloop.dashboard import Sources, dashboard_router
 from tuneloop.db import Database
 from tuneloop.db.requestlog import RequestStore
 from tuneloop.errors import TuneloopError
@@ -41,6 +43,10 @@ class ServeOptions:
     registry: str | None = None  # SQLAlchemy URL
     routes: Path | None = None
     api_keys: list[str] | None = None
+    read_keys: list[str] | None = None  # may look (GET) at the API and the dashboard, change nothing
+    runs: Path = Path("runs")  # the runs folder the dashboard shows
+    dashboard: bool = True  # the web dashboard at /ui
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)  # alert rules and drift settings the dashboard uses
     request_log: str = "registry"  # "registry", "off", or a .jsonl path
     max_batch: int = 16
     max_queue: int = 64
@@ -76,9 +82,14 @@ def build_app(options: ServeOptions) -> tuple[FastAPI, Catalog]:
     sink = None if options.request_log == "off" else (
         RequestLog(store=requests) if options.request_log == "registry" else RequestLog(path=Path(options.request_log)))
     stages = JobStages(registry)
+    access = Access(write_keys=list(options.api_keys or []), read_keys=list(options.read_keys or []))
     routers = [jobs_router(jobs, stages)] if jobs is not None else []
+    if options.dashboard:
+        routers.append(dashboard_router(Sources(registry=registry, requests=requests, runs_root=options.runs, access=access,
+                                                jobs=jobs, catalog=catalog, monitor=options.monitor,
+                                                runs_jobs=jobs is not None and options.run_jobs)))
     background = [Worker(jobs, stages, launcher=options.launcher)] if jobs is not None and options.run_jobs else []
-    app = create_app(catalog, api_keys=options.api_keys, limits=options.limits, request_log=sink, feedback=requests,
+    app = create_app(catalog, access=access, limits=options.limits, request_log=sink, feedback=requests,
                      routers=routers, background=background)
     app.state.on_hard_stop = [lambda: [e.kill() for e in catalog.engines.values() if hasattr(e, "kill")]]
     return app, catalog

@@ -27,7 +27,7 @@ from tuneloop.cli.monitoring import monitor_app
 from tuneloop.cli.pipelines import demo_cmd, loop_cmd, run_cmd
 from tuneloop.cli.project import doctor_cmd, init_cmd
 from tuneloop.cli.registry import registry_app
-from tuneloop.cli.serving import rag_app, route_app, serve_cmd
+from tuneloop.cli.serving import rag_app, route_app, serve_cmd, ui_cmd
 from tuneloop.cli.stages import data_app, eval_app, export_cmd, train_cmd
 from tuneloop.errors import TuneloopError
 from tuneloop.ui import console
@@ -42,6 +42,7 @@ VERBS = {
     "export": export_cmd,
     "registry": registry_app,
     "serve": serve_cmd,
+    "ui": ui_cmd,
     "rag": rag_app,
     "route": route_app,
     "monitor": monitor_app,

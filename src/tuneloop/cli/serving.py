@@ -13,6 +13,10 @@ from tuneloop.errors import TuneloopError
 from tuneloop.ui import console
 
 # --- serve ---------------------------------------------------------------------------------------
+ReadKey = Annotated[Optional[list[str]], typer.Option("--read-key", help="A key that may only look: the dashboard and GET routes (repeatable; or TUNELOOP_READ_KEYS).")]
+Runs = Annotated[Path, typer.Option("--runs", help="The runs folder the dashboard shows.")]
+
+
 def serve_cmd(
     model: Annotated[Optional[list[str]], typer.Option("--model", help="Load at start: registry NAME[:VERSION|@ALIAS] or a train run directory (repeatable).")] = None,
     base: Annotated[Optional[str], typer.Option("--base", help="Base model the adapters share (default: the first --model's base).")] = None,
@@ -22,6 +26,9 @@ def serve_cmd(
     port: Annotated[Optional[int], typer.Option(help="Port (default 8000, or serve.port).", min=1, max=65535)] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="Pipeline YAML: its serve section gives host, port and engine.")] = None,
     api_key: Annotated[Optional[list[str]], typer.Option("--api-key", help="Require this bearer key (repeatable; or TUNELOOP_API_KEYS).")] = None,
+    read_key: ReadKey = None,
+    runs: Runs = Path("runs"),
+    dashboard: Annotated[bool, typer.Option(help="Serve the web dashboard at /ui.")] = True,
     max_batch: Annotated[int, typer.Option(help="Requests generated together per model.")] = 16,
     max_queue: Annotated[int, typer.Option(help="Waiting requests per model before answering 429.")] = 64,
     prefix_cache_mb: Annotated[int, typer.Option(help="MB of recent prompts' keys and values kept, so a prompt that starts the same way skips that part of prefill (0: off).", min=0, max=1 << 20)] = 256,
@@ -46,7 +53,8 @@ def serve_cmd(
     require("serve", "tuneloop serve")
     from tuneloop.config import PipelineConfig, load_config
 
-    section = (load_config(config) if config else PipelineConfig()).serve
+    pipeline = load_config(config) if config else PipelineConfig()
+    section = pipeline.serve
     host, port, engine = host or section.host, port or section.port, engine or section.engine
     if engine not in ("tuneloop", "vllm"):
         raise TuneloopError(f"--engine {engine!r}: choose tuneloop (the default) or vllm")
@@ -58,13 +66,42 @@ def serve_cmd(
 
     _quiet_libraries()
     options = ServeOptions(models=model or [], base=base, registry=registry, routes=routes, api_keys=api_key or _env_keys(),
-                           request_log=request_log, max_batch=max_batch, max_queue=max_queue, prefix_cache_mb=prefix_cache_mb,
+                           read_keys=read_key or _env_keys("TUNELOOP_READ_KEYS"), runs=runs, dashboard=dashboard,
+                           monitor=pipeline.monitor, request_log=request_log, max_batch=max_batch, max_queue=max_queue, prefix_cache_mb=prefix_cache_mb,
                            limits=Limits(max_tokens=max_tokens, timeout=timeout), jobs=jobs, run_jobs=run_jobs, launcher=launcher,
                            router=router, knowledge=_pairs(knowledge or [], "--knowledge"), engine=engine,
                            vllm=VllmSettings(python=vllm_python, args=list(vllm_arg or []), dtype=vllm_dtype, max_lora_rank=vllm_max_lora_rank))
     app, catalog = build_app(options)
-    console.print(f"serving {', '.join(catalog.listing())} on http://{host}:{port}/v1 (base {catalog.base})")
+    console.print(f"serving {', '.join(catalog.listing())} on http://{host}:{port}/v1 (base {catalog.base})"
+                  + (f"; dashboard on http://{host}:{port}/ui" if dashboard else ""))
     DrainingServer(app, host=host, port=port, drain_timeout=drain_timeout).run()
+
+
+def ui_cmd(
+    registry: RegistryUrl = None,
+    runs: Runs = Path("runs"),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.", min=1, max=65535)] = 8000,
+    config: Annotated[Optional[Path], typer.Option("--config", help="Pipeline YAML: its monitor section (alert rules, drift).")] = None,
+    api_key: Annotated[Optional[list[str]], typer.Option("--api-key", help="Require this key to sign in (repeatable; or TUNELOOP_API_KEYS).")] = None,
+    read_key: ReadKey = None,
+    run_jobs: Annotated[bool, typer.Option(help="Run the fine-tuning jobs created here (off: a `tuneloop serve` on the same database runs them).")] = False,
+) -> None:
+    """The web dashboard alone, over a registry and a runs folder: runs, registry, jobs, traffic, review,
+    playground (which loads the base model on its first message)."""
+    from tuneloop.extras import require
+
+    require("serve", "tuneloop ui")
+    from tuneloop.config import PipelineConfig, load_config
+    from tuneloop.serve.process import DrainingServer
+    from tuneloop.server import ServeOptions, build_app
+
+    _quiet_libraries()
+    options = ServeOptions(registry=registry, runs=runs, api_keys=api_key or _env_keys(), read_keys=read_key or _env_keys("TUNELOOP_READ_KEYS"),
+                           request_log="off", run_jobs=run_jobs, monitor=(load_config(config) if config else PipelineConfig()).monitor)
+    app, _ = build_app(options)
+    console.print(f"dashboard on http://{host}:{port}/ui over {runs} and the registry {registry or 'in TUNELOOP_HOME'}")
+    DrainingServer(app, host=host, port=port, drain_timeout=10.0).run()
 
 
 def _check_models(models: list[str], base: str | None, registry: str | None) -> None:
@@ -91,8 +128,8 @@ def _pairs(items: list[str], option: str) -> dict[str, Path]:
     return pairs
 
 
-def _env_keys() -> list[str] | None:
-    keys = [k for k in os.environ.get("TUNELOOP_API_KEYS", "").split(",") if k]
+def _env_keys(variable: str = "TUNELOOP_API_KEYS") -> list[str] | None:
+    keys = [k for k in os.environ.get(variable, "").split(",") if k]
     return keys or None
 
 

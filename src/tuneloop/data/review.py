@@ -1,4 +1,5 @@
-"""Export a seeded sample of prepared rows for a domain expert to read and mark (CSV and HTML)."""
+"""Export a seeded sample of prepared rows for a domain expert to read and mark (CSV and HTML), and the
+verdicts they give (in the CSV, or in the dashboard, which writes the same CSV)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import json
 import random
 from pathlib import Path
 
+from tuneloop.errors import TuneloopError
 from tuneloop.layout import SPLITS, DataDir
 
 COLUMNS = ("split", "source", "line", "prompt", "answer", "verdict (ok/fix/drop)", "comment")
+VERDICT = COLUMNS[5]
+VERDICTS = ("", "ok", "fix", "drop")
 
 
 def write_review(out: Path, n: int, seed: int) -> list[Path]:
@@ -33,6 +37,38 @@ def write_review(out: Path, n: int, seed: int) -> list[Path]:
         f"<p>{len(records)} rows sampled for review. Mark each in {folder.review_csv.name}.</p><table><tr>{head}</tr>{cells}</table>"
     )
     return [folder.review_csv, folder.review_html]
+
+
+def read_review(out: Path) -> list[dict]:
+    """The rows of a data folder's review.csv, as dicts of COLUMNS."""
+    path = DataDir(out).review_csv
+    if not path.is_file():
+        raise TuneloopError(f"{path}: no review sample here; write one with `tuneloop data review`")
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    missing = [c for c in COLUMNS if rows and c not in rows[0]]
+    if missing:
+        raise TuneloopError(f"{path}:1: the header lacks {', '.join(missing)}; it must be {', '.join(COLUMNS)}")
+    return [{c: row.get(c) or "" for c in COLUMNS} for row in rows]
+
+
+def save_verdicts(out: Path, verdicts: dict[int, tuple[str, str]]) -> Path:
+    """Write `verdicts[row index] = (verdict, comment)` into review.csv, in place (atomically)."""
+    path = DataDir(out).review_csv
+    rows = read_review(out)
+    for index, (verdict, comment) in verdicts.items():
+        if not 0 <= index < len(rows):
+            raise TuneloopError(f"{path}: no row {index + 1}")
+        if verdict not in VERDICTS:
+            raise TuneloopError(f"row {index + 1}: verdict {verdict!r} is not one of ok, fix, drop (or blank)")
+        rows[index][VERDICT], rows[index]["comment"] = verdict, comment
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+    return path
 
 
 def _record(split: str, row: dict) -> tuple:

@@ -151,6 +151,47 @@ document.getElementById("save").onclick = () => {{
 """
 
 
+def read_pairs(folder: Path) -> list[dict]:
+    """The blind pairs of an export (ab.csv's rows), with the judgments saved so far (ab_judgments.csv) filled in."""
+    ab = AbDir(Path(folder))
+    if not ab.csv.is_file() or not ab.key.is_file():
+        raise TuneloopError(f"{ab.root}: no blind A/B export here (ab.csv and ab_key.json); run `tuneloop eval ab-export`")
+    rows = _read_csv(ab.csv)
+    saved = {row["id"]: row for row in _read_csv(ab.judgments)} if ab.judgments.is_file() else {}
+    for row in rows:
+        done = saved.get(row["id"], {})
+        row["judgment"], row["comment"] = done.get("judgment") or row.get("judgment", ""), done.get("comment") or row.get("comment", "")
+    return rows
+
+
+def save_judgments(folder: Path, judgments: dict[str, tuple[str, str]]) -> Path:
+    """Write ab_judgments.csv: every pair of ab.csv with `judgments[id] = (judgment, comment)` filled in, in
+    the form `import_ab` reads. A judgment outside 1, 2, tie (or blank) is refused before anything is written."""
+    ab = AbDir(Path(folder))
+    rows = read_pairs(ab.root)
+    known = {row["id"] for row in rows}
+    for pid, (judgment, _) in judgments.items():
+        if pid not in known:
+            raise TuneloopError(f"{ab.csv}: no pair {pid!r}")
+        if judgment and judgment.lower() not in JUDGMENTS:
+            raise TuneloopError(f"pair {pid}: judgment {judgment!r} is not valid; use {ALLOWED}")
+    for row in rows:
+        if row["id"] in judgments:
+            row["judgment"], row["comment"] = judgments[row["id"]]
+    tmp = ab.judgments.with_name(f".{ab.judgments.name}.tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(ab.judgments)
+    return ab.judgments
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        return [{k: v or "" for k, v in row.items() if k} for row in csv.DictReader(handle)]
+
+
 def import_ab(judgments_csv: Path, key_path: Path) -> dict:
     """Un-blind a filled ab.csv with ab_key.json and report wins, ties and a two-sided sign test."""
     judgments_csv, key_path = Path(judgments_csv), Path(key_path)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tuneloop import __version__
+from tuneloop.access import Access
 from tuneloop.db.requestlog import RequestStore
 from tuneloop.errors import TuneloopError
 from tuneloop.serve.catalog import Catalog, ModelNotFound
@@ -50,11 +51,12 @@ class Background(Protocol):
     def stop(self) -> None: ...
 
 
-def create_app(catalog: Catalog, *, api_keys: list[str] | None = None, limits: Limits | None = None,
+def create_app(catalog: Catalog, *, api_keys: list[str] | None = None, access: Access | None = None, limits: Limits | None = None,
                request_log: RequestLog | None = None, feedback: RequestStore | None = None,
                routers: list[APIRouter] = (), background: list[Background] = (),
                draining: threading.Event | None = None) -> FastAPI:
-    """The serving app. `feedback`: where POST /v1/feedback stores judgements (None: the route answers 501).
+    """The serving app. `api_keys` (or `access`, which also names read-only keys): the keys every route but
+    /health and /metrics needs (none: open). `feedback`: where POST /v1/feedback stores judgements (None: the route answers 501).
     `routers`: more routes behind the same keys (the jobs API); `background`: started and stopped with the app;
     `draining`: set when shutdown begins, after which new requests get 503 (see guards.py)."""
     metrics, limits = Metrics(), limits or Limits()
@@ -75,7 +77,7 @@ def create_app(catalog: Catalog, *, api_keys: list[str] | None = None, limits: L
     app = FastAPI(title="tuneloop", version=__version__, lifespan=lifespan)
     app.state.draining = draining or threading.Event()
     app.add_middleware(Guards, limit_for=lambda path: limits.max_file_bytes if path == "/v1/files" else limits.max_body_bytes,
-                       draining=app.state.draining, api_keys=api_keys or [])
+                       draining=app.state.draining, access=access or Access(write_keys=list(api_keys or [])))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, err: RequestValidationError):

@@ -1,0 +1,78 @@
+"""Review, for a domain expert in the browser: blind A/B judging of an eval run's exported pairs, saved to
+ab_judgments.csv beside ab.csv (read by `tuneloop eval ab-import`), and verdicts on a data sample's rows,
+saved into its review.csv (the file `tuneloop data review` wrote). The hidden key is never shown."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+
+from tuneloop.dashboard.render import back, not_found, page
+from tuneloop.dashboard.runs import RunNotFound, folder_in, review_folders
+from tuneloop.dashboard.sources import Sources
+from tuneloop.data import review as data_review
+from tuneloop.errors import TuneloopError
+from tuneloop.eval import ab
+from tuneloop.layout import AbDir, DataDir
+
+Dir = Query(min_length=1, max_length=512)
+MAX_FIELDS = 5000
+
+
+def add(router: APIRouter, sources: Sources) -> None:
+    root = sources.runs_root
+
+    @router.get("/review")
+    async def reviews(request: Request):
+        found = await run_in_threadpool(review_folders, root)
+        return page(request, "review.html", title="Review", **found)
+
+    @router.get("/review/ab")
+    async def judge(request: Request, dir: str = Dir):
+        try:
+            folder = folder_in(root, dir)
+            pairs = await run_in_threadpool(ab.read_pairs, folder)
+        except (RunNotFound, TuneloopError) as err:
+            return not_found(request, str(err))
+        ab_dir = AbDir(folder)
+        return page(request, "ab.html", title="Blind A/B review", dir=dir, pairs=pairs,
+                    judged=sum(bool(p["judgment"]) for p in pairs),
+                    command=f"tuneloop eval ab-import {ab_dir.judgments} --key {ab_dir.key}")
+
+    @router.post("/review/ab")
+    async def save_judgments(request: Request, dir: str = Dir):
+        form = await request.form(max_fields=MAX_FIELDS)
+        ids = {key[2:] for key in form.keys() if key.startswith(("j-", "c-"))}
+        judgments = {pid: (str(form.get("j-" + pid, "")).strip(), str(form.get("c-" + pid, ""))[:2000]) for pid in ids}
+        try:
+            folder = folder_in(root, dir)
+            await run_in_threadpool(ab.save_judgments, folder, judgments)
+        except (RunNotFound, TuneloopError) as err:
+            return back("/ui/review/ab?" + urlencode({"dir": dir, "problem": str(err)}))
+        done = sum(bool(j) for j, _ in judgments.values())
+        return back("/ui/review/ab?" + urlencode({"dir": dir, "done": f"saved {done} judgments to {AbDir(folder).judgments.name}"}))
+
+    @router.get("/review/data")
+    async def data_rows(request: Request, dir: str = Dir):
+        try:
+            rows = await run_in_threadpool(data_review.read_review, folder_in(root, dir))
+        except (RunNotFound, TuneloopError) as err:
+            return not_found(request, str(err))
+        return page(request, "data_review.html", title="Data review", dir=dir, rows=rows, verdict_key=data_review.VERDICT,
+                    verdicts=data_review.VERDICTS[1:], path=str(DataDir(folder_in(root, dir)).review_csv))
+
+    @router.post("/review/data")
+    async def save_rows(request: Request, dir: str = Dir):
+        form = await request.form(max_fields=MAX_FIELDS)
+        verdicts = {}
+        for key, value in form.items():
+            if key.startswith("v-") and key[2:].isdigit():
+                verdicts[int(key[2:])] = (str(value).strip(), str(form.get("c-" + key[2:], ""))[:2000])
+        try:
+            path = await run_in_threadpool(data_review.save_verdicts, folder_in(root, dir), verdicts)
+        except (RunNotFound, TuneloopError) as err:
+            return back("/ui/review/data?" + urlencode({"dir": dir, "problem": str(err)}))
+        marked = sum(bool(v) for v, _ in verdicts.values())
+        return back("/ui/review/data?" + urlencode({"dir": dir, "done": f"saved {marked} verdicts to {path.name}"}))
