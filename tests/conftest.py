@@ -44,6 +44,11 @@ def tokenizer():
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-llama"), tokenizer)
+
+
+def make_tiny_model(path: Path, tokenizer) -> Path:
+    """A 2-layer random Llama with the embedded model's tokenizer, saved as a model folder."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -53,7 +58,6 @@ def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
-    path = tmp_path_factory.mktemp("tiny-llama")
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

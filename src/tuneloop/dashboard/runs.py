@@ -165,7 +165,7 @@ def folder_in(root: Path, relative: str) -> Path:
     return path
 
 
-def review_folders(root: Path, depth: int = 4) -> dict[str, list[dict[str, Any]]]:
+def review_folders(root: Path, depth: int = 3) -> dict[str, list[dict[str, Any]]]:
     """Blind A/B exports (ab.csv + ab_key.json) and data review samples (review.csv) under the root."""
     found: dict[str, list[dict[str, Any]]] = {"ab": [], "data": []}
     if not root.is_dir():

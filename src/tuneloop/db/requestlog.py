@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, insert, select
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, and_, case, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -102,6 +102,30 @@ class RequestStore:
             query = query.limit(limit)
         with Session(self.engine) as session:
             return [row.to_dict() for row in reversed(session.scalars(query).all())]  # ... returned oldest first
+
+    def request_stats(self, since: dt.datetime | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """The logged requests as `requests()` returns them (oldest first; `limit` keeps the most recent), without
+        the request bodies and with created_at as an aware datetime: what statistics need, read without ORM
+        objects (several times faster)."""
+        columns = [c for c in RequestRecord.__table__.columns if c.name != "request"]
+        query = select(*columns).order_by(RequestRecord.created_at.desc(), RequestRecord.id.desc())
+        if since is not None:
+            query = query.where(RequestRecord.created_at >= to_utc(since, "since"))
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        return [{**row, "created_at": as_utc(row["created_at"])} for row in reversed(rows)]
+
+    def counts(self, since: dt.datetime | None = None) -> list[dict[str, Any]]:
+        """Requests and failed requests (status >= 400 or an error) per (model, variant), counted in the database."""
+        failed = case((or_(RequestRecord.status >= 400, and_(RequestRecord.error.is_not(None), RequestRecord.error != "")), 1), else_=0)
+        query = (select(RequestRecord.model, RequestRecord.variant, func.count(), func.sum(failed))
+                 .group_by(RequestRecord.model, RequestRecord.variant))
+        if since is not None:
+            query = query.where(RequestRecord.created_at >= to_utc(since, "since"))
+        with self.engine.connect() as connection:
+            return [{"model": m, "variant": v, "requests": n, "errors": int(e or 0)} for m, v, n, e in connection.execute(query)]
 
     def request(self, request_id: str) -> dict[str, Any] | None:
         with Session(self.engine) as session:

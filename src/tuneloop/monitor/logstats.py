@@ -114,9 +114,20 @@ def quality(record: dict[str, Any], task: dict | None) -> dict[str, float]:
     if schema is not None:
         parsed = parse_object(text)
         scores["json_valid"] = float(parsed is not None)
-        scores["schema_valid"] = float(parsed is not None and _validator(json.dumps(schema, sort_keys=True))
-                                       .is_valid(parsed))
+        scores["schema_valid"] = float(parsed is not None and _validator_of(schema).is_valid(parsed))
     return scores
+
+
+_SEEN_SCHEMAS: dict[int, tuple[dict, Any]] = {}  # id(schema) -> (schema, its validator): one json.dumps per schema object
+
+
+def _validator_of(schema: dict) -> Any:
+    known = _SEEN_SCHEMAS.get(id(schema))
+    if known is None or known[0] is not schema:
+        if len(_SEEN_SCHEMAS) > 256:
+            _SEEN_SCHEMAS.clear()
+        known = _SEEN_SCHEMAS[id(schema)] = (schema, _validator(json.dumps(schema, sort_keys=True)))  # keeps `schema` alive
+    return known[1]
 
 
 @lru_cache(maxsize=64)
@@ -139,11 +150,12 @@ def summarise(records: list[dict[str, Any]], task_for: TaskFor = no_task) -> dic
     for record in records:
         groups[(record["model"], record.get("variant"))].append(record)
     times = [created_at(record) for record in records]
+    scored = {id(record): quality(record, task_for(record["model"])) for record in records}  # once, for both tables
     return {
         "first": min(times).isoformat() if times else None,
         "last": max(times).isoformat() if times else None,
-        "overall": _metrics(records, task_for),
-        "groups": [{"model": model, "variant": variant, **_metrics(rows, task_for)}
+        "overall": _metrics(records, task_for, scored),
+        "groups": [{"model": model, "variant": variant, **_metrics(rows, task_for, scored)}
                    for (model, variant), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))],
     }
 
@@ -183,7 +195,8 @@ def timeseries(records: list[dict[str, Any]], bucket: dt.timedelta) -> list[dict
     return series
 
 
-def _metrics(records: list[dict[str, Any]], task_for: TaskFor) -> dict[str, Any]:
+def _metrics(records: list[dict[str, Any]], task_for: TaskFor, scored: dict[int, dict[str, float]] | None = None) -> dict[str, Any]:
+    """`scored`: each record's quality() by id(record), when already computed."""
     ok = [record for record in records if succeeded(record)]
     latencies = [float(record["latency_ms"]) for record in records]
     ttfts = [float(record["ttft_ms"]) for record in records if record.get("ttft_ms") is not None]
@@ -191,7 +204,8 @@ def _metrics(records: list[dict[str, Any]], task_for: TaskFor) -> dict[str, Any]
     ok_tokens = sum(int(record.get("completion_tokens") or 0) for record in ok)
     scores: dict[str, list[float]] = defaultdict(list)
     for record in ok:
-        for name, value in quality(record, task_for(record["model"])).items():
+        found = scored.get(id(record)) if scored is not None else None
+        for name, value in (found if found is not None else quality(record, task_for(record["model"]))).items():
             scores[name].append(value)
     return {
         "requests": len(records),
