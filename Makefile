@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install vllm test test-fast demo clean
+.PHONY: install vllm browser test test-fast demo clean
 
 install:
 	@echo "1/4 creating $(VENV) (about 5-10 minutes in all, 2.3 GB on disk)"
@@ -34,6 +34,12 @@ vllm:
 	# ("operator torchvision::nms does not exist"); text models do not need them.
 	$(VLLM_VENV)/bin/pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/python -c "import vllm; print('vLLM', vllm.__version__, 'ready in $(VLLM_VENV)')"
+
+# Chromium for the dashboard's browser tests (Playwright drives the system's browser; they skip without it).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		(apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null))
+	@chromium --version 2>/dev/null || chromium-browser --version
 
 test:
 	$(BIN)/python -m pytest -q

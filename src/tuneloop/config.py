@@ -152,6 +152,9 @@ class DataConfig(Strict):
     rag: RagDataConfig | None = None
     # Rows sampled into review.csv / review.html for a domain expert (0 = none).
     review_sample: int = Field(0, ge=0)
+    # A review.csv with a reviewer's verdicts (in the CSV, or from the dashboard): rows marked `drop` are
+    # rejected (rule reviewer_drop, with the reviewer's comment) when the data is prepared again.
+    reviewed: Path | None = None
     # Processes for the per-row work; None = one per core for inputs over a few MB, else in-process.
     workers: int | None = Field(None, ge=1)
 
@@ -160,7 +163,7 @@ class DataConfig(Strict):
     def _relative_to_config(cls, paths: list[Path], info: ValidationInfo) -> list[Path]:
         return [_relative(p, info) for p in paths]
 
-    @field_validator("frozen_test", mode="after")
+    @field_validator("frozen_test", "reviewed", mode="after")
     @classmethod
     def _frozen_relative(cls, path: Path | None, info: ValidationInfo) -> Path | None:
         return None if path is None else _relative(path, info)

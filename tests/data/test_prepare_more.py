@@ -128,6 +128,22 @@ def test_review_export(tmp_path):
     assert (tmp_path / "out" / "review.html").is_file()
 
 
+def test_rows_a_reviewer_drops_are_rejected_when_the_data_is_prepared_again(tmp_path):
+    from tuneloop.data.review import read_review, save_verdicts
+
+    source = write_jsonl(tmp_path / "in.jsonl", ticket_rows(30))
+    first = prepare([source], tmp_path / "out", DataConfig(review_sample=5), TaskConfig())
+    sampled = read_review(tmp_path / "out")
+    save_verdicts(tmp_path / "out", {0: ("drop", "wrong category"), 1: ("ok", ""), 2: ("drop", "")})  # as the dashboard does
+    with pytest.raises(TuneloopError, match="verdict 'maybe' is not one of ok, fix, drop"):
+        save_verdicts(tmp_path / "out", {3: ("maybe", "")})
+    again = prepare([source], tmp_path / "again", DataConfig(reviewed=tmp_path / "out" / "review.csv"), TaskConfig())
+    assert again["kept"] == first["kept"] - 2 and again["rejected_by_rule"]["reviewer_drop"] == 2
+    dropped = [r for r in lines(tmp_path / "again" / "rejected.jsonl") if r["rule"] == "reviewer_drop"]
+    assert sorted(str(r["line"]) for r in dropped) == sorted([sampled[0]["line"], sampled[2]["line"]])
+    assert any(r["reason"].endswith(": wrong category") for r in dropped)
+
+
 def test_unsupported_file_type(tmp_path):
     (tmp_path / "in.txt").write_text("hello")
     with pytest.raises(TuneloopError, match="unsupported file type '.txt'"):

@@ -23,6 +23,7 @@ from tuneloop.data.dedup import NearDuplicateIndex, exact_key
 from tuneloop.data.readers import check_readable, read_rows
 from tuneloop.data.report import write_report
 from tuneloop.data.retrieval import augment_splits
+from tuneloop.data.review import drops as review_drops
 from tuneloop.data.review import write_review
 from tuneloop.data.rowwork import NUM_PERM, RowProcessor, default_workers, dedup_text, process_rows
 from tuneloop.data.split import split_indices
@@ -51,6 +52,7 @@ def prepare(inputs: list[Path], out: Path, cfg: DataConfig, task: TaskConfig, mo
 
     tally = Tally()
     spool_path, rejected_path = folder.spool, folder.rejected
+    dropped = review_drops(cfg.reviewed) if cfg.reviewed else {}
 
     # --- one pass over every row: per-row work in workers, keep-the-first decisions here ---------
     with open(spool_path, "wb") as spool, open(rejected_path, "w") as rejected, progress(transient=True) as bar:
@@ -59,6 +61,8 @@ def prepare(inputs: list[Path], out: Path, cfg: DataConfig, task: TaskConfig, mo
             tally.rows_in += 1
             if tally.rows_in % 5000 == 0:
                 bar.update(task_id, completed=tally.rows_in, info=f"{tally.rows_in:,} rows")
+            if result.rejection is None and dropped:
+                _drop_if_reviewed(result, dropped, cfg.reviewed)
             if result.rejection is None:
                 _drop_if_duplicate(result, cfg, seen, near, tally.clusters)
             if result.rejection:
@@ -152,6 +156,14 @@ def _write_splits(out: Path, spool_path: Path, assignment: dict[str, list[int]],
     counts = {name: len(assignment[name]) for name in SPLITS}
     counts["test"] += len(frozen)
     return counts
+
+
+def _drop_if_reviewed(result, dropped: dict[tuple[str, str], str], review: Path) -> None:
+    comment = dropped.get((str(result.source), str(result.line)))
+    if comment is not None:
+        result.rejection = {"source": result.source, "line": result.line, "rule": "reviewer_drop", "field": None,
+                            "reason": f"a reviewer marked it drop in {review}" + (f": {comment}" if comment else ""),
+                            "row": json.loads(result.row_json)}
 
 
 def _drop_if_duplicate(result, cfg: DataConfig, seen: dict[str, str], near: NearDuplicateIndex | None, clusters: dict) -> None:

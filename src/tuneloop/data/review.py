@@ -39,11 +39,19 @@ def write_review(out: Path, n: int, seed: int) -> list[Path]:
     return [folder.review_csv, folder.review_html]
 
 
+def drops(path: Path) -> dict[tuple[str, str], str]:
+    """(source, line) -> the reviewer's comment, for every row a review.csv marks `drop`."""
+    return {(row["source"], row["line"]): row["comment"] for row in _read(Path(path)) if row[VERDICT].strip().lower() == "drop"}
+
+
 def read_review(out: Path) -> list[dict]:
     """The rows of a data folder's review.csv, as dicts of COLUMNS."""
-    path = DataDir(out).review_csv
+    return _read(DataDir(out).review_csv)
+
+
+def _read(path: Path) -> list[dict]:
     if not path.is_file():
-        raise TuneloopError(f"{path}: no review sample here; write one with `tuneloop data review`")
+        raise TuneloopError(f"{path}: no review sample here; `tuneloop data prepare` writes one with data.review_sample: N")
     with open(path, encoding="utf-8-sig", newline="") as handle:
         rows = list(csv.DictReader(handle))
     missing = [c for c in COLUMNS if rows and c not in rows[0]]
@@ -55,7 +63,7 @@ def read_review(out: Path) -> list[dict]:
 def save_verdicts(out: Path, verdicts: dict[int, tuple[str, str]]) -> Path:
     """Write `verdicts[row index] = (verdict, comment)` into review.csv, in place (atomically)."""
     path = DataDir(out).review_csv
-    rows = read_review(out)
+    rows = _read(path)
     for index, (verdict, comment) in verdicts.items():
         if not 0 <= index < len(rows):
             raise TuneloopError(f"{path}: no row {index + 1}")

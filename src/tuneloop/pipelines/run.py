@@ -130,6 +130,7 @@ def next_steps(result: dict) -> str:
               "  ask it          curl -s localhost:8000/v1/chat/completions -H 'Content-Type: application/json' "
               f"-d '{{\"model\": \"{ref}\", \"messages\": [{{\"role\": \"user\", \"content\": \"My parcel never arrived\"}}]}}'",
               f"  or in Python    OpenAI(base_url='http://127.0.0.1:8000/v1', api_key='none').chat.completions.create(model='{ref}', ...)",
+              f"  see it all      {cli} ui --runs {folders.root.parent}   (then open http://127.0.0.1:8000/ui)",
               f"  blind A/B       {cli} eval ab-export {folders.eval.root}",
               f"  your own data   {cli} init my-project && {cli} run my-project/pipeline.yaml"]
     return "\n".join(lines)

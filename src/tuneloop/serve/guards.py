@@ -98,7 +98,14 @@ class Guards:
         path, method = scope["path"], scope.get("method", "GET")
         role, by_cookie = self.access.role(headers.get(b"authorization", b""), session_cookie(headers))
         scope.setdefault("state", {})["role"] = role  # what the dashboard's pages offer (request.state.role)
-        if self.access.open or not path.startswith(PROTECTED) or path.startswith(OPEN):
+        if not path.startswith(PROTECTED) or path.startswith(OPEN):
+            return None
+        if path.startswith("/ui") and method not in SAFE_METHODS and not same_origin(headers):
+            # The dashboard's forms are "simple" requests a browser sends cross-site without asking: refused
+            # from any page but this server's own, with or without keys (an open server on 127.0.0.1 too).
+            return _envelope(403, "the dashboard's actions are accepted only from its own pages (the request's "
+                             "Origin is another site, or missing)", "invalid_request_error", "cross_origin")
+        if self.access.open:
             return None
         if role is None:
             if path.startswith("/ui") and method in SAFE_METHODS:

@@ -1,6 +1,6 @@
 """Review, for a domain expert in the browser: blind A/B judging of an eval run's exported pairs, saved to
 ab_judgments.csv beside ab.csv (read by `tuneloop eval ab-import`), and verdicts on a data sample's rows,
-saved into its review.csv (the file `tuneloop data review` wrote). The hidden key is never shown."""
+saved into its review.csv (which `data prepare` wrote with data.review_sample). The hidden key is never shown."""
 
 from __future__ import annotations
 
