@@ -13,7 +13,7 @@ from tuneloop.monitor.logstats import TaskFor, no_task
 WINDOWS = {"1h": dt.timedelta(hours=1), "24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7),
            "30d": dt.timedelta(days=30), "all": None}
 BUCKETS = 40
-DETAIL = 20_000  # the latest requests of a window that percentiles, quality and the time series come from
+DETAIL = 10_000  # the latest requests of a window that percentiles, quality and the time series come from
 
 
 def window_summary(requests: RequestStore, window: dt.timedelta | None, task_for: TaskFor = no_task,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, and_, case, func, insert, or_, select
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, and_, case, func, insert, or_, select, type_coerce
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -108,14 +108,20 @@ class RequestStore:
         the request bodies and with created_at as an aware datetime: what statistics need, read without ORM
         objects (several times faster)."""
         columns = [c for c in RequestRecord.__table__.columns if c.name != "request"]
-        query = select(*columns).order_by(RequestRecord.created_at.desc(), RequestRecord.id.desc())
+        names = [c.name for c in columns]
+        # created_at as the driver gives it (SQLite: text, parsed below in one pass; PostgreSQL: a datetime).
+        shown = [type_coerce(c, String).label(c.name) if c.name == "created_at" else c for c in columns]
+        query = select(*shown).order_by(RequestRecord.created_at.desc(), RequestRecord.id.desc())
         if since is not None:
             query = query.where(RequestRecord.created_at >= to_utc(since, "since"))
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as connection:
-            rows = connection.execute(query).mappings().all()
-        return [{**row, "created_at": as_utc(row["created_at"])} for row in reversed(rows)]
+            rows = connection.execute(query).all()
+        records = [dict(zip(names, row)) for row in reversed(rows)]
+        for record in records:
+            record["created_at"] = to_utc(record["created_at"], "created_at")
+        return records
 
     def counts(self, since: dt.datetime | None = None) -> list[dict[str, Any]]:
         """Requests and failed requests (status >= 400 or an error) per (model, variant), counted in the database."""
