@@ -95,13 +95,13 @@ def test_a_read_only_key_sees_every_page_without_the_buttons_that_change_things(
 def test_each_page_shows_what_its_part_of_the_loop_has(site, dashboard):
     client = signed_in(dashboard, KEY)
     expected = {
-        "/ui": ["Overview", "tiny-run", "@production", "300"],
+        "/ui": ["Overview", "tiny-run", "@production", "requests", "p50 latency"],
         "/ui/runs": ["tiny-run", "data", "train", "eval"],
         "/ui/runs/tiny-run": ["rows read", "Systems on the test split", "finetuned", "json_valid", "Confusion matrices",
                               "Samples side by side", "upstream manifest", "paired bootstrap"],
         "/ui/registry": ["tiny", "@production"],
         "/ui/registry/tiny": ["Versions", "Alias history", "first version", str(site.run.root / "train")],
-        "/ui/jobs": ["New job", "No jobs yet"],
+        "/ui/jobs": ["New job", "fine-tuned model"],  # (the browser tests may have added jobs)
         "/ui/traffic?window=7d": ["tiny@production", "tiny:1", "tiny:2", "p95_latency_ms", "Over time"],
         "/ui/review": ["tiny-run/eval/ab", "tiny-run/data"],
         "/ui/review/ab?dir=tiny-run/eval/ab": ["Response 1", "Response 2", "Ticket"],

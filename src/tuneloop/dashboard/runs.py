@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.errors import TuneloopError
-from tuneloop.layout import MANIFEST
+from tuneloop.layout import MANIFEST, AbDir, DataDir, MonitorDir, TrainDir
 
 # The stage folders of a pipeline run, in the order the pipeline writes them.
 STAGE_FOLDERS = ("data", "train", "sft-export", "train-grpo", "eval", "eval-production", "monitor")
 SERVED_FILES = re.compile(r"(loss|metrics|lengths|token_lengths|labels|timeseries|confusion_[A-Za-z0-9_.-]{1,64})\.png"
                           r"|report\.html|review\.html")
 MAX_ID = 512
+AB_CSV, REVIEW_CSV = AbDir(Path()).csv.name, DataDir(Path()).review_csv.name
 
 
 class RunNotFound(TuneloopError):
@@ -147,9 +148,9 @@ def _stage(path: Path, folder: str) -> Stage | None:
     manifest = read_json(path / MANIFEST) if (path / MANIFEST).is_file() else None
     if manifest is not None:
         return Stage(folder, path, str(manifest.get("stage") or "?"), manifest)
-    if (path / "metrics.jsonl").is_file():
+    if TrainDir(path).metrics.is_file():
         return Stage(folder, path, "train", None)  # training now: no manifest until it ends
-    if (path / "report.json").is_file() and (path / "report.html").is_file() and folder == "monitor":
+    if folder == "monitor" and MonitorDir(path).report.is_file() and MonitorDir(path).report_html.is_file():
         return Stage(folder, path, "monitor", None)
     return None
 
@@ -173,12 +174,12 @@ def review_folders(root: Path, depth: int = 3) -> dict[str, list[dict[str, Any]]
     base = root.resolve()
     for level in range(1, depth + 1):
         pattern = "/".join(["*"] * level)
-        for csv_file in sorted(base.glob(f"{pattern}/ab.csv")):
-            if (csv_file.parent / "ab_key.json").is_file():
-                judged = csv_file.parent / "ab_judgments.csv"
-                found["ab"].append({"dir": csv_file.parent.relative_to(base).as_posix(), "judged": judged.is_file(),
+        for csv_file in sorted(base.glob(f"{pattern}/{AB_CSV}")):
+            ab = AbDir(csv_file.parent)
+            if ab.key.is_file():
+                found["ab"].append({"dir": ab.root.relative_to(base).as_posix(), "judged": ab.judgments.is_file(),
                                     "modified": csv_file.stat().st_mtime})
-        for csv_file in sorted(base.glob(f"{pattern}/review.csv")):
+        for csv_file in sorted(base.glob(f"{pattern}/{REVIEW_CSV}")):
             found["data"].append({"dir": csv_file.parent.relative_to(base).as_posix(), "modified": csv_file.stat().st_mtime})
     for kind in found.values():
         kind.sort(key=lambda f: -f["modified"])

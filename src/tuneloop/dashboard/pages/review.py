@@ -27,7 +27,7 @@ def add(router: APIRouter, sources: Sources) -> None:
     @router.get("/review")
     async def reviews(request: Request):
         found = await run_in_threadpool(review_folders, root)
-        return page(request, "review.html", title="Review", **found)
+        return page(request, "reviews.html", title="Review", **found)
 
     @router.get("/review/ab")
     async def judge(request: Request, dir: str = Dir):
@@ -37,7 +37,7 @@ def add(router: APIRouter, sources: Sources) -> None:
         except (RunNotFound, TuneloopError) as err:
             return not_found(request, str(err))
         ab_dir = AbDir(folder)
-        return page(request, "ab.html", title="Blind A/B review", dir=dir, pairs=pairs,
+        return page(request, "ab_review.html", title="Blind A/B review", dir=dir, pairs=pairs,
                     judged=sum(bool(p["judgment"]) for p in pairs),
                     command=f"tuneloop eval ab-import {ab_dir.judgments} --key {ab_dir.key}")
 
