@@ -66,7 +66,8 @@ def main() -> None:
                 page.fill("textarea[name=message]", "My parcel never arrived and nobody answers my emails.")
                 page.select_option("select[name=model_b]", next(n for n in names if "@" in n or ":" in n))
                 page.click("button:text('Send')")
-                page.wait_for_selector("#meta-b >> text=/tokens/", timeout=300_000)
+                for side in ("a", "b"):
+                    page.wait_for_selector(f"#meta-{side} >> text=/tokens/", timeout=300_000)
             time.sleep(0.5)
             print(screenshot(page, args.out / f"{name}.png", full_page=name in FULL_PAGE))
 

@@ -46,8 +46,6 @@ def _exact(metrics: dict[str, Any], counted: dict[str, Any] | None) -> None:
 
 
 def _bucket(records: list[dict], window: dt.timedelta | None) -> dt.timedelta:
-    """About BUCKETS buckets over the window (or the log's span), at least a second each."""
-    if window is None:
-        first, last = logstats.created_at(records[0]), logstats.created_at(records[-1])
-        window = last - first
-    return max(window / BUCKETS, dt.timedelta(seconds=1))
+    """About BUCKETS buckets over the time the records span (within the window), at least a second each."""
+    span = logstats.created_at(records[-1]) - logstats.created_at(records[0])
+    return max(min(span, window) / BUCKETS if window else span / BUCKETS, dt.timedelta(seconds=1))

@@ -17,7 +17,7 @@ function tidy(v) {
   if (!isFinite(v)) return "";
   const a = Math.abs(v);
   if (Number.isInteger(v)) return String(v);
-  return a >= 1000 ? v.toFixed(0) : a >= 10 ? v.toFixed(1) : a >= 0.01 || a === 0 ? v.toFixed(3) : v.toExponential(1);
+  return a >= 100 ? v.toFixed(0) : a >= 1 ? String(Number(v.toFixed(1))) : a >= 0.01 ? v.toFixed(3) : v.toExponential(1);
 }
 
 // One panel: lines (and optional bars) over a shared x axis. series: [{name, points: [[x, y]], bars}]
