@@ -7,6 +7,7 @@ manifest. Lineage is the chain of manifests.
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import hashlib
 import json
@@ -62,6 +63,18 @@ def write_json(path: Path, obj: Any) -> None:
         json.dump(obj, handle, indent=2, default=str)
         handle.write("\n")
     os.replace(tmp, path)
+
+
+def write_csv(path: Path, columns: list[str] | tuple[str, ...], rows: list[dict]) -> Path:
+    """Write rows (dicts; keys outside `columns` are left out) as CSV with a header, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return path
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

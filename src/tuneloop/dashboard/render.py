@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import ChainableUndefined, Environment, PackageLoader, select_autoescape
 
 from tuneloop import __version__
-from tuneloop.access import WRITE
+from tuneloop.access import COOKIE, WRITE
+from tuneloop.errors import TuneloopError
 
 NAV = (("/ui", "Overview"), ("/ui/runs", "Runs"), ("/ui/registry", "Registry"), ("/ui/jobs", "Jobs"),
        ("/ui/traffic", "Traffic"), ("/ui/review", "Review"), ("/ui/playground", "Playground"))
@@ -58,7 +62,7 @@ def role_of(request: Request) -> str:
 def page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     body = ENV.get_template(template).render(
         nav=NAV, here=request.url.path, can_write=role_of(request) == WRITE, version=__version__,
-        signed_in=bool(request.cookies.get("tuneloop_session")), message=request.query_params.get("done", "")[:300],
+        signed_in=bool(request.cookies.get(COOKIE)), message=request.query_params.get("done", "")[:300],
         problem=request.query_params.get("problem", "")[:500], **context)
     return HTMLResponse(body, status_code=status, headers={"cache-control": "no-store"})
 
@@ -67,10 +71,18 @@ def not_found(request: Request, what: str) -> HTMLResponse:
     return page(request, "error.html", status=404, title="Not found", detail=what)
 
 
+async def gathered(request: Request, template: str, gather: Callable[[], dict[str, Any]], **context: Any) -> HTMLResponse:
+    """A page whose context `gather()` reads from disk or the database (in a worker thread); what it cannot
+    find (a TuneloopError: no such run, model, folder) is a 404 page that says so."""
+    try:
+        found = await run_in_threadpool(gather)
+    except TuneloopError as err:
+        return not_found(request, str(err))
+    return page(request, template, **context, **found)
+
+
 def back(path: str, **query: str) -> RedirectResponse:
     """After a form's POST: see the page again (303, so a reload does not post twice), with a message."""
-    from urllib.parse import urlencode
-
     return RedirectResponse(path + ("?" + urlencode(query) if query else ""), status_code=303)
 
 

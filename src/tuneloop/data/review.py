@@ -9,6 +9,7 @@ import json
 import random
 from pathlib import Path
 
+from tuneloop.artifacts import write_csv
 from tuneloop.errors import TuneloopError
 from tuneloop.layout import SPLITS, DataDir
 
@@ -70,13 +71,7 @@ def save_verdicts(out: Path, verdicts: dict[int, tuple[str, str]]) -> Path:
         if verdict not in VERDICTS:
             raise TuneloopError(f"row {index + 1}: verdict {verdict!r} is not one of ok, fix, drop (or blank)")
         rows[index][VERDICT], rows[index]["comment"] = verdict, comment
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-    return path
+    return write_csv(path, COLUMNS, rows)
 
 
 def _record(split: str, row: dict) -> tuple:

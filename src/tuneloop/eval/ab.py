@@ -17,7 +17,7 @@ from pathlib import Path
 
 from scipy.stats import binomtest
 
-from tuneloop.artifacts import write_json
+from tuneloop.artifacts import write_csv, write_json
 from tuneloop.errors import TuneloopError
 from tuneloop.layout import AbDir
 
@@ -87,10 +87,7 @@ def export_ab(samples_path: Path, out: Path, system_a: str = "finetuned", system
 
     out.mkdir(parents=True, exist_ok=True)
     folder = AbDir(out)
-    with open(folder.csv, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(folder.csv, COLUMNS, rows)
     folder.html.write_text(_render_html(rows), encoding="utf-8")
     write_json(folder.key, {"system_a": system_a, "system_b": system_b, "seed": seed, "pairs": key})
     return {"csv": folder.csv, "html": folder.html, "key": folder.key,
@@ -178,13 +175,7 @@ def save_judgments(folder: Path, judgments: dict[str, tuple[str, str]]) -> Path:
     for row in rows:
         if row["id"] in judgments:
             row["judgment"], row["comment"] = judgments[row["id"]]
-    tmp = ab.judgments.with_name(f".{ab.judgments.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(ab.judgments)
-    return ab.judgments
+    return write_csv(ab.judgments, COLUMNS, rows)
 
 
 def _read_csv(path: Path) -> list[dict]:

@@ -114,20 +114,9 @@ def quality(record: dict[str, Any], task: dict | None) -> dict[str, float]:
     if schema is not None:
         parsed = parse_object(text)
         scores["json_valid"] = float(parsed is not None)
-        scores["schema_valid"] = float(parsed is not None and _validator_of(schema).is_valid(parsed))
+        scores["schema_valid"] = float(parsed is not None and _validator(json.dumps(schema, sort_keys=True))
+                                       .is_valid(parsed))
     return scores
-
-
-_SEEN_SCHEMAS: dict[int, tuple[dict, Any]] = {}  # id(schema) -> (schema, its validator): one json.dumps per schema object
-
-
-def _validator_of(schema: dict) -> Any:
-    known = _SEEN_SCHEMAS.get(id(schema))
-    if known is None or known[0] is not schema:
-        if len(_SEEN_SCHEMAS) > 256:
-            _SEEN_SCHEMAS.clear()
-        known = _SEEN_SCHEMAS[id(schema)] = (schema, _validator(json.dumps(schema, sort_keys=True)))  # keeps `schema` alive
-    return known[1]
 
 
 @lru_cache(maxsize=64)

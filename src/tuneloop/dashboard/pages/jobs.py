@@ -7,10 +7,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 
-from tuneloop.dashboard.render import not_found, page
+from tuneloop.dashboard.render import gathered, not_found, page
 from tuneloop.dashboard.sources import Sources
 from tuneloop.jobs.spec import ID
-from tuneloop.jobs.store import NotFound
 
 
 def add(router: APIRouter, sources: Sources) -> None:
@@ -31,9 +30,5 @@ def add(router: APIRouter, sources: Sources) -> None:
     async def job(request: Request, job_id: str = PathParam(min_length=1, max_length=ID)):
         if sources.jobs is None:
             return not_found(request, "this server runs without the jobs API (--no-jobs)")
-        try:
-            found = await run_in_threadpool(sources.jobs.job, job_id)
-            checkpoints = await run_in_threadpool(sources.jobs.checkpoints, job_id)
-        except NotFound as err:
-            return not_found(request, str(err))
-        return page(request, "job.html", title=f"Job {job_id}", job=found, checkpoints=checkpoints)
+        return await gathered(request, "job.html", lambda: {"job": sources.jobs.job(job_id), "checkpoints": sources.jobs.checkpoints(job_id)},
+                              title=f"Job {job_id}")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 
-from tuneloop.dashboard.render import back, not_found, page
+from tuneloop.dashboard.render import back, gathered, page
 from tuneloop.dashboard.sources import Sources
 from tuneloop.errors import TuneloopError
 
@@ -40,11 +40,7 @@ def add(router: APIRouter, sources: Sources) -> None:
             return {"name": name, "versions": list(reversed(versions)), "aliases": aliases,
                     "history": list(reversed(registry.history(name)))}
 
-        try:
-            context = await run_in_threadpool(gather)
-        except TuneloopError as err:
-            return not_found(request, str(err))
-        return page(request, "model.html", title=f"Model {name}", **context)
+        return await gathered(request, "model.html", gather, title=f"Model {name}")
 
     @router.post("/registry/{name}/alias")
     async def set_alias(name: str = Name, alias: str = Form(..., min_length=1, max_length=64),

@@ -9,8 +9,8 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-from tuneloop.dashboard.render import back, not_found, page
-from tuneloop.dashboard.runs import RunNotFound, folder_in, review_folders
+from tuneloop.dashboard.render import back, gathered, page
+from tuneloop.dashboard.runs import folder_in, review_folders
 from tuneloop.dashboard.sources import Sources
 from tuneloop.data import review as data_review
 from tuneloop.errors import TuneloopError
@@ -31,15 +31,13 @@ def add(router: APIRouter, sources: Sources) -> None:
 
     @router.get("/review/ab")
     async def judge(request: Request, dir: str = Dir):
-        try:
-            folder = folder_in(root, dir)
-            pairs = await run_in_threadpool(ab.read_pairs, folder)
-        except (RunNotFound, TuneloopError) as err:
-            return not_found(request, str(err))
-        ab_dir = AbDir(folder)
-        return page(request, "ab_review.html", title="Blind A/B review", dir=dir, pairs=pairs,
-                    judged=sum(bool(p["judgment"]) for p in pairs),
-                    command=f"tuneloop eval ab-import {ab_dir.judgments} --key {ab_dir.key}")
+        def gather() -> dict:
+            folder = AbDir(folder_in(root, dir))
+            pairs = ab.read_pairs(folder.root)
+            return {"pairs": pairs, "judged": sum(bool(p["judgment"]) for p in pairs),
+                    "command": f"tuneloop eval ab-import {folder.judgments} --key {folder.key}"}
+
+        return await gathered(request, "ab_review.html", gather, title="Blind A/B review", dir=dir)
 
     @router.post("/review/ab")
     async def save_judgments(request: Request, dir: str = Dir):
@@ -49,19 +47,19 @@ def add(router: APIRouter, sources: Sources) -> None:
         try:
             folder = folder_in(root, dir)
             await run_in_threadpool(ab.save_judgments, folder, judgments)
-        except (RunNotFound, TuneloopError) as err:
+        except TuneloopError as err:  # no such folder, export or pair; a judgment that is not 1, 2 or tie
             return back("/ui/review/ab?" + urlencode({"dir": dir, "problem": str(err)}))
         done = sum(bool(j) for j, _ in judgments.values())
         return back("/ui/review/ab?" + urlencode({"dir": dir, "done": f"saved {done} judgments to {AbDir(folder).judgments.name}"}))
 
     @router.get("/review/data")
     async def data_rows(request: Request, dir: str = Dir):
-        try:
-            rows = await run_in_threadpool(data_review.read_review, folder_in(root, dir))
-        except (RunNotFound, TuneloopError) as err:
-            return not_found(request, str(err))
-        return page(request, "data_review.html", title="Data review", dir=dir, rows=rows, verdict_key=data_review.VERDICT,
-                    verdicts=data_review.VERDICTS[1:], path=str(DataDir(folder_in(root, dir)).review_csv))
+        def gather() -> dict:
+            folder = folder_in(root, dir)
+            return {"rows": data_review.read_review(folder), "path": str(DataDir(folder).review_csv)}
+
+        return await gathered(request, "data_review.html", gather, title="Data review", dir=dir,
+                              verdict_key=data_review.VERDICT, verdicts=data_review.VERDICTS[1:])
 
     @router.post("/review/data")
     async def save_rows(request: Request, dir: str = Dir):
@@ -72,7 +70,7 @@ def add(router: APIRouter, sources: Sources) -> None:
                 verdicts[int(key[2:])] = (str(value).strip(), str(form.get("c-" + key[2:], ""))[:2000])
         try:
             path = await run_in_threadpool(data_review.save_verdicts, folder_in(root, dir), verdicts)
-        except (RunNotFound, TuneloopError) as err:
+        except TuneloopError as err:
             return back("/ui/review/data?" + urlencode({"dir": dir, "problem": str(err)}))
         marked = sum(bool(v) for v, _ in verdicts.values())
         return back("/ui/review/data?" + urlencode({"dir": dir, "done": f"saved {marked} verdicts to {path.name}"}))

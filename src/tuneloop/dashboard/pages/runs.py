@@ -8,7 +8,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 
 from tuneloop.dashboard import views
-from tuneloop.dashboard.render import not_found, page, pages
+from tuneloop.dashboard.render import gathered, not_found, page, pages
 from tuneloop.dashboard.runs import RunNotFound, artifact, list_runs, open_run, read_jsonl
 from tuneloop.dashboard.sources import Sources
 from tuneloop.layout import TrainDir
@@ -39,11 +39,7 @@ def add(router: APIRouter, sources: Sources) -> None:
                 stages.append({"stage": stage, "lineage": views.lineage(stage), "view": detail})
             return {"run": found, "stages": stages}
 
-        try:
-            context = await run_in_threadpool(gather)
-        except RunNotFound as err:
-            return not_found(request, str(err))
-        return page(request, "run.html", title=f"Run {run_id}", **context)
+        return await gathered(request, "run.html", gather, title=f"Run {run_id}")
 
     @router.get("/run-file")
     def run_file(request: Request, run: str = RunId, stage: str = Folder, name: str = Query(min_length=1, max_length=128)):
