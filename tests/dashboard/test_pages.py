@@ -4,6 +4,7 @@ that no URL reaches outside the runs folder."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import httpx
@@ -119,9 +120,10 @@ def test_each_page_shows_what_its_part_of_the_loop_has(site, dashboard):
 
 def test_drift_of_a_served_version_is_checked_on_demand(dashboard):
     page = signed_in(dashboard, KEY).get("/ui/traffic", params={"window": "all", "drift": "tiny@production"})
-    assert page.status_code == 200 and "tiny:" in page.text and ("drift" in page.text)
+    # The verdict of the version the alias names (the site's traffic is too little for a test to decide).
+    assert page.status_code == 200 and re.search(r"<p>tiny:1: <strong>(drift|no drift|too few samples)</strong></p>", page.text)
     unknown = signed_in(dashboard, KEY).get("/ui/traffic", params={"window": "all", "drift": "nope@production"})
-    assert unknown.status_code == 200 and "nope" in unknown.text
+    assert unknown.status_code == 200 and "registry has no model &#39;nope@production&#39;" in unknown.text
 
 
 @pytest.mark.parametrize("path", [
@@ -141,16 +143,16 @@ def test_the_curve_follows_a_training_while_it_writes_its_metrics(site, dashboar
     live.mkdir(parents=True)
     lines = TrainDir(site.run.train.root).metrics.read_text().splitlines(keepends=True)
     client = signed_in(dashboard, KEY)
-    params = {"run": "live-run", "stage": ""}
+    params = {"run": "live-run", "stage": "train"}
     try:
         (live / "metrics.jsonl").write_text("".join(lines[:5]) + lines[5][:10])  # a line half written
-        first = client.get("/ui/run-metrics", params={**params, "run": "live-run", "stage": "train"}).json()
+        first = client.get("/ui/run-metrics", params=params).json()
         assert first["running"] and [r["step"] for r in first["records"]] == [1, 2, 3, 4, 5] and first["next"] == 5
         (live / "metrics.jsonl").write_text("".join(lines))
-        second = client.get("/ui/run-metrics", params={**params, "stage": "train", "after": first["next"]}).json()
+        second = client.get("/ui/run-metrics", params={**params, "after": first["next"]}).json()
         assert [r["step"] for r in second["records"]] == list(range(6, len(lines) + 1))
         (live / "manifest.json").write_text(json.dumps({"stage": "train", "summary": {}}))
-        assert client.get("/ui/run-metrics", params={**params, "stage": "train", "after": second["next"]}).json() == \
+        assert client.get("/ui/run-metrics", params={**params, "after": second["next"]}).json() == \
             {"records": [], "next": len(lines), "running": False}
     finally:
         shutil.rmtree(live.parent)
