@@ -27,7 +27,7 @@ def choices(model, field: str) -> set[str]:
 
 def test_every_data_form_file_is_a_config_choice():
     assert set(forms()) | {"auto"} == choices(DataConfig, "form")
-    assert list(forms()) == ["messages", "preference", "alpaca", "prompt_completion"]  # detection order
+    assert list(forms()) == ["messages", "preference", "alpaca", "prompt_completion", "sharegpt"]  # detection order
 
 
 def test_every_method_file_is_a_config_choice():

@@ -98,6 +98,7 @@ class FieldNames(Strict):
     chosen: str = "chosen"
     rejected: str = "rejected"
     system: str = "system"
+    conversations: str = "conversations"  # ShareGPT rows
 
 
 class CleanConfig(Strict):
@@ -131,13 +132,111 @@ class DedupConfig(Strict):
     threshold: float = Field(0.8, gt=0, lt=1)
 
 
+class TeacherConfig(Strict):
+    """An OpenAI-compatible endpoint that writes synthetic rows (`tuneloop serve` is one)."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "default"
+    api_key_env: str | None = None  # the environment variable holding the key; None = no key sent
+    # Ask for JSON under a schema (`response_format`): needed for small teachers; off for endpoints without it.
+    structured: bool = True
+    temperature: float = Field(0.9, ge=0, le=2)
+    max_tokens: int = Field(512, gt=0, le=32768)  # per request
+    timeout_s: float = Field(120, gt=0, le=3600)
+    concurrency: int = Field(4, ge=1, le=64)
+    retries: int = Field(4, ge=0, le=20)  # per request, with exponential back-off on 429, 5xx and timeouts
+
+
+class SynthConfig(Strict):
+    """`data.synth`: what `tuneloop data synth` asks the teacher for."""
+
+    teacher: TeacherConfig = TeacherConfig()
+    # Seed rows (any form the data stage reads), cleaned and PII-redacted before they are sent; [] = data.inputs.
+    seeds: list[Path] = []
+    # Inputs without answers (JSONL rows with a user message or a `prompt`, or a text per line): the teacher answers each.
+    unlabeled: list[Path] = []
+    rows: int = Field(200, gt=0, le=1_000_000)  # rows requested in all (paraphrase + balance; unlabeled come on top)
+    # Share of `rows` per kind: paraphrases of seed inputs (the seed's answer kept), and new inputs per label,
+    # more for the rarer labels until the label mix is even (needs task.label_fields).
+    paraphrase: float = Field(0.5, ge=0, le=1)
+    per_request: int = Field(5, ge=1, le=50)  # rows asked for in one request
+    shots: int = Field(3, ge=0, le=20)  # seed examples shown with each request for new inputs
+    max_chars: int = Field(2000, gt=0, le=100_000)  # longest input the teacher may write (a schema bound)
+    min_words: int = Field(3, ge=1, le=1000)  # shorter inputs are dropped (rule too_short): a small teacher's fragments
+    max_requests: int | None = Field(None, gt=0)  # budget: requests (earlier runs of a resumed file included)
+    max_total_tokens: int | None = Field(None, gt=0)  # budget: prompt + completion tokens the teacher reports
+    # A judge (the same endpoint) scores every row 0-10; rows under threshold * 10 are dropped. None = no judge.
+    judge_threshold: float | None = Field(None, ge=0, le=1)
+    seed: int = 0
+
+    @field_validator("seeds", "unlabeled", mode="after")
+    @classmethod
+    def _relative_to_config(cls, paths: list[Path], info: ValidationInfo) -> list[Path]:
+        return [_relative(p, info) for p in paths]
+
+
+class SafetyConfig(Strict):
+    """`data.safety`: the harmful-content screen of every row's input and answer (tuneloop/safety).
+
+    In YAML either a mode (`safety: warn`) or the full section."""
+
+    # reject: flagged rows go to rejected.jsonl (rule harmful_content); warn: kept, and counted in the report.
+    mode: Literal["reject", "warn", "off"] = "reject"
+    # The classifier's P(offensive) at or above which a text is flagged; None = blocklists only. 0.8, not the
+    # package's 0.5: at 0.5 it flagged ordinary text naming identities ("black ink", "my son is gay").
+    threshold: float | None = Field(0.8, gt=0, le=1)
+    default_blocklist: bool = True  # the shipped list (tuneloop/safety/data/blocklist.txt)
+    blocklists: list[Path] = []  # more list files: one term or phrase per line, '#' comments
+    terms: list[str] = []  # more terms, inline
+    # Terms blanked out before screening, so they never flag (a product or a place name that trips the classifier).
+    allow: list[str] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_only(cls, value: Any) -> Any:
+        return {"mode": value} if isinstance(value, str) else value
+
+    @field_validator("blocklists", mode="after")
+    @classmethod
+    def _lists_relative(cls, paths: list[Path], info: ValidationInfo) -> list[Path]:
+        return [_relative(p, info) for p in paths]
+
+
+class MixConfig(Strict):
+    """`data.mix`: the train split drawn from its source files in these shares (see data/mix.py)."""
+
+    # Share of the train split per source file (relative to the config); sources not named share the rest.
+    ratios: dict[Path, float] = {}
+    rows: int | None = Field(None, gt=0, le=100_000_000)  # train rows drawn; None = the most the shares allow
+    replace: bool = False  # with replacement: a source repeats rows to reach its share of `rows`
+    seed: int = 0
+
+    @field_validator("ratios", mode="after")
+    @classmethod
+    def _shares(cls, ratios: dict[Path, float], info: ValidationInfo) -> dict[Path, float]:
+        if any(not 0 < share <= 1 for share in ratios.values()):
+            raise ValueError("each share must be in (0, 1]")
+        if sum(ratios.values()) > 1 + 1e-9:
+            raise ValueError(f"the shares add up to {sum(ratios.values()):g}, more than 1")
+        return {_relative(path, info): share for path, share in ratios.items()}
+
+
 class DataConfig(Strict):
     inputs: list[Path] = []
-    form: Literal["auto", "messages", "prompt_completion", "alpaca", "preference"] = "auto"
+    # Train splits of earlier rounds (`tuneloop loop` with loop.replay fills this): train split only, deduplicated
+    # against the other inputs (which win), and mixed in by data.mix.
+    replay: list[Path] = []
+    mix: MixConfig | None = None
+    # Files written by `tuneloop data synth`: read after `inputs`, train split only, and rejected when they
+    # duplicate (exactly or nearly) any real row or paraphrase a val/test row.
+    synthetic: list[Path] = []
+    synth: SynthConfig = SynthConfig()
+    form: Literal["auto", "messages", "prompt_completion", "alpaca", "preference", "sharegpt"] = "auto"
     fields: FieldNames = FieldNames()
     clean: CleanConfig = CleanConfig()
     pii: PiiConfig = PiiConfig()
     dedup: DedupConfig = DedupConfig()
+    safety: SafetyConfig = SafetyConfig()
     # Longest example in tokens (model's tokenizer and chat template); None = no limit.
     max_tokens: int | None = Field(None, gt=0)
     over_length: Literal["drop", "truncate"] = "drop"
@@ -158,7 +257,7 @@ class DataConfig(Strict):
     # Processes for the per-row work; None = one per core for inputs over a few MB, else in-process.
     workers: int | None = Field(None, ge=1)
 
-    @field_validator("inputs", mode="after")
+    @field_validator("inputs", "synthetic", "replay", mode="after")
     @classmethod
     def _relative_to_config(cls, paths: list[Path], info: ValidationInfo) -> list[Path]:
         return [_relative(p, info) for p in paths]
@@ -226,6 +325,9 @@ class TrainConfig(Strict):
     lora: LoraConfig = LoraConfig()
     # Which tokens carry the SFT loss: the assistant answers (default) or every token of the conversation.
     loss_on: Literal["answers", "all"] = "answers"
+    # Multi-turn SFT rows: the loss on every assistant turn (all) or on the final one only (last; the earlier
+    # answers stay in the context, untrained). Turns marked `"weight": 0` are never trained.
+    assistant_turns: Literal["all", "last"] = "all"
     # auto: bf16 mixed precision on a GPU that supports it, fp32 otherwise.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     # Recompute activations in the backward pass to save memory; None = only when the pre-flight
@@ -287,6 +389,29 @@ class TrainConfig(Strict):
         return key, "min" if key == "val_loss" or "loss" in key else "max"
 
 
+class BiasConfig(Strict):
+    """`eval.bias`: the counterfactual bias probe. Each test input that holds a listed demographic term (a
+    name, a gendered word, a nationality) is answered again with the term swapped for others of its group;
+    the report gives how often the labels (or, without label fields, the answer text) change, per attribute,
+    as the metrics bias.flip_rate and bias.<attribute>.flip_rate that objective.gates can judge."""
+
+    # YAML attribute -> groups of terms; None = the shipped list (tuneloop/eval/bias_terms.yaml, a template).
+    terms: Path | None = None
+    # Extra inputs to probe besides the test split (same row forms as the data; their answers are not scored),
+    # e.g. tickets that mention people: data.pii redacts most names of the test split.
+    inputs: Path | None = None
+    # Systems probed; None = the one the gates judge (finetuned when evaluated).
+    systems: list[Literal["base", "prompted", "rag", "finetuned", "constrained"]] | None = None
+    max_variants: int = Field(3, gt=0)  # per input and attribute
+    limit: int | None = Field(None, gt=0)  # probe at most the first N inputs that hold a term
+    examples: int = Field(5, ge=0)  # flips shown per attribute in the report
+
+    @field_validator("terms", "inputs")
+    @classmethod
+    def _relative_to_config(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return None if path is None else _relative(path, info)
+
+
 class EvalConfig(Strict):
     # base: the base model zero-shot; prompted: the base model with engineered instructions and
     # `few_shot` examples from the train split; rag: the base model with the `rag_k` train examples
@@ -310,6 +435,8 @@ class EvalConfig(Strict):
     # General-capability regression, base vs fine-tuned: perplexity on shipped general text and a
     # local lm-evaluation-harness multiple-choice task (about a minute on a CPU for a 135M model).
     regression: bool = True
+    # The counterfactual bias probe (BiasConfig; `bias: {}` for its defaults); None = off.
+    bias: BiasConfig | None = None
     seed: int = 0
 
     @field_validator("edge_cases", "rag_index")
@@ -357,6 +484,9 @@ class LoopConfig(Strict):
     min_score: float = Field(0.8, ge=0, le=1)  # feedback score at or above which a response counts as approved
     # A gated metric may fall this much below production's and still count as "not worse".
     tolerance: float = Field(0.0, ge=0)
+    # Share of the new round's train split drawn from the production model's train split (its earlier rounds),
+    # so the loop does not forget what they taught; 0 = the round trains on its inputs (and feedback) alone.
+    replay: float = Field(0.0, ge=0, lt=1)
 
 
 class RlRound(Strict):

@@ -52,6 +52,7 @@ class DataDir:
     val = _at("val.jsonl")
     test = _at("test.jsonl")
     rejected = _at("rejected.jsonl", "Every dropped row with its file, line, rule and reason.")
+    unused = _at("unused.jsonl", "Kept train rows data.mix did not draw: not errors, kept for the next round.")
     spool = _at(".kept.jsonl.tmp", "Kept rows while the stage runs, before they are split (removed at the end).")
     report = _at("report.json")
     report_html = _at("report.html")

@@ -90,7 +90,7 @@ def test_quality_with_a_schema(response, expected):
 
 
 def test_quality_without_schema_has_no_json_scores_and_failed_requests_none():
-    assert set(quality(record(), None)) == {"empty", "refusal", "length_chars"}
+    assert set(quality(record(), None)) == {"empty", "refusal", "length_chars", "harmful_rate"}
     assert quality(record(status=503, response=None, error="overloaded"), TASK) == {}
 
 
@@ -101,6 +101,21 @@ def test_quality_means_use_each_models_task():
     assert overall["json_valid"] == pytest.approx(0.5)  # the base model has no schema: not counted
     assert overall["schema_valid"] == pytest.approx(0.5)
     assert window_metrics(records, NOW, None)["json_valid"] is None
+
+
+def test_harmful_rate_of_served_responses_overall_per_group_and_for_alerts():
+    from tuneloop.monitor.alerts import evaluate
+
+    records = [record(0, response="Your refund is on its way."), record(1, response="Read the manual, you lazy idiot."),
+               record(2, variant="b", response="go kill yourself"), record(3, variant="b", response="Done!"),
+               record(4, status=500, response=None, error="boom")]  # failed: not scored
+    assert [quality(r, None).get("harmful_rate") for r in records] == [0.0, 1.0, 1.0, 0.0, None]
+    summary = summarise(records)
+    assert summary["overall"]["harmful_rate"] == pytest.approx(0.5)
+    assert [g["harmful_rate"] for g in summary["groups"]] == [pytest.approx(0.5), pytest.approx(0.5)]
+    assert window_metrics(records[:1], NOW, None)["harmful_rate"] == 0.0
+    [fired] = evaluate(["harmful_rate > 0 over 5m"], records, NOW)
+    assert fired["fired"] and fired["value"] == pytest.approx(0.5)
 
 
 def test_invalid_output_schema_is_a_clear_error():

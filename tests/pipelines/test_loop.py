@@ -31,9 +31,9 @@ registry: {{name: triage, url: "sqlite:///{db}"}}
 """
 
 
-def rows(n: int, corrupt: bool = False) -> list[dict]:
+def rows(n: int, corrupt: bool = False, seed: int = 0) -> list[dict]:
     """Ticket rows whose answer is {"category": ...}; corrupted rows answer in prose instead."""
-    out = ticket_rows(n)
+    out = ticket_rows(n, seed)
     for row in out:
         category = json.loads(row["messages"][1]["content"])["category"]
         row["messages"][1]["content"] = f"I think this is about {category}." if corrupt else json.dumps({"category": category})
@@ -112,3 +112,27 @@ def test_a_grpo_round_after_sft_is_trained_evaluated_and_registered_on_the_merge
     version = Registry(f"sqlite:///{tmp_path / 'registry.db'}").resolve(result["model"])
     assert version["base_model"] == str(merged) and version["artifact_path"] == str((tmp_path / "run" / "train-grpo").resolve())
     assert "json_valid" in result["finetuned"]
+
+
+def test_replay_keeps_what_an_earlier_round_taught(tmp_path, tiny_model_dir):
+    """Round 2's new data has two categories only: without replay the model forgets the other three and the
+    gate fails on the frozen test split; with loop.replay half its train split comes from round 1's."""
+    write_jsonl(tmp_path / "all.jsonl", rows(150))
+    narrow = [r for r in rows(200, seed=1) if json.loads(r["messages"][1]["content"])["category"] in ("returns", "technical")]
+    write_jsonl(tmp_path / "narrow.jsonl", narrow)
+    registry = Registry(f"sqlite:///{tmp_path / 'registry.db'}")
+    first = run_pipeline(config(tmp_path, tiny_model_dir, "all.jsonl", 8), tmp_path / "round1")
+    registry.set_alias("triage", "production", 1, reason="first deploy")
+    taught = first["finetuned"]["category_accuracy"]
+
+    forgetful = run_loop(config(tmp_path, tiny_model_dir, "narrow.jsonl", 8), tmp_path / "round2")
+    assert not forgetful["promoted"] and forgetful["candidate_metrics"]["category_accuracy"] <= 0.4
+    cfg = config(tmp_path, tiny_model_dir, "narrow.jsonl", 8)
+    cfg.loop.replay = 0.5
+    replayed = run_loop(cfg, tmp_path / "round3")
+    mix = json.loads((tmp_path / "round3" / "data" / "report.json").read_text())["mix"]
+    previous = str((tmp_path / "round1" / "data" / "train.jsonl").resolve())
+    assert mix["drawn"][previous] == mix["drawn"]["(other sources)"] == mix["rows"] // 2
+    assert replayed["candidate_metrics"]["category_accuracy"] >= 0.6, (taught, replayed["candidate_metrics"])
+    assert all(gate["passed"] for gate in replayed["gates"]) and not all(gate["passed"] for gate in forgetful["gates"])
+    assert split_rows(tmp_path / "round3") == split_rows(tmp_path / "round1")

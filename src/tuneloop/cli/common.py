@@ -43,10 +43,14 @@ def check_inputs(cfg, model: bool = True) -> None:
     from tuneloop.models.resolve import check_model
 
     named = [("data.inputs", p) for p in cfg.data.inputs] + [
-        (key, path) for key, path in (("data.frozen_test", cfg.data.frozen_test), ("eval.edge_cases", cfg.eval.edge_cases))
+        (key, path) for key, path in (("data.frozen_test", cfg.data.frozen_test), ("eval.edge_cases", cfg.eval.edge_cases),
+                                      ("eval.bias.inputs", cfg.eval.bias and cfg.eval.bias.inputs),
+                                      ("eval.bias.terms", cfg.eval.bias and cfg.eval.bias.terms))
         if path is not None]
+    from tuneloop.data.readers import is_dataset_folder
+
     for key, path in named:
-        if not Path(path).is_file():
+        if not Path(path).is_file() and not (key == "data.inputs" and is_dataset_folder(path)):
             raise TuneloopError(f"{path}: file not found ({key}){suggest_path(Path(path))}")
     for key, folder in (("data.rag.index", cfg.data.rag.index if cfg.data.rag else None), ("eval.rag_index", cfg.eval.rag_index)):
         if folder is not None and not Path(folder).is_dir():

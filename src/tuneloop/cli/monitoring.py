@@ -56,7 +56,8 @@ def _summary_table(summary: dict):
 
     from tuneloop.monitor.report import COLUMNS, cell
 
-    shown = [c for c in COLUMNS if c[0] in ("requests", "error_rate", "p50_latency_ms", "p95_latency_ms", "tokens_per_s", "json_valid", "refusal")]
+    shown = [c for c in COLUMNS if c[0] in ("requests", "error_rate", "p50_latency_ms", "p95_latency_ms", "tokens_per_s", "json_valid", "refusal",
+                                                 "harmful_rate")]
     table = Table(title=f"{summary['overall']['requests']} requests, {summary.get('first') or '-'} .. {summary.get('last') or '-'}")
     for name in ("model", "variant", *(name for name, _ in shown)):
         table.add_column(name)

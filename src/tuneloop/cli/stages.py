@@ -25,18 +25,27 @@ data_app = typer.Typer(help="Validate, clean and split raw data.", no_args_is_he
 
 @data_app.command("prepare")
 def data_prepare(
-    inputs: Annotated[list[Path], typer.Argument(help="Data files: JSONL, JSON, CSV or Parquet (chat, prompt/completion, alpaca or preference rows).")],
+    inputs: Annotated[list[Path], typer.Argument(help="Data files: JSONL, JSON, CSV, Parquet or a Hugging Face datasets folder (save_to_disk); chat, prompt/completion, alpaca, preference or ShareGPT rows.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory.")],
     config: Annotated[Optional[Path], typer.Option("--config", help="Pipeline YAML (data, task and model sections).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Model whose tokenizer measures lengths (default: the config's).")] = None,
+    synthetic: Annotated[Optional[list[Path]], typer.Option("--synthetic", help="Rows from `tuneloop data synth` (repeatable; with data.synthetic): train split only, decontaminated.")] = None,
+    field_map: Annotated[Optional[list[str]], typer.Option("--field-map", help="PART=COLUMN for odd column names, e.g. prompt=question (repeatable or comma separated; overrides data.fields).")] = None,
     as_json: Json = False,
 ) -> None:
     from tuneloop.config import ModelConfig
+    from tuneloop.data.readers import is_dataset_folder
 
     cfg = load_config(config) if config else PipelineConfig()
+    if field_map:
+        cfg.data.fields = _field_names(cfg.data.fields, field_map)
+    if synthetic:
+        cfg.data.synthetic = [*cfg.data.synthetic, *synthetic]
     model_cfg = ModelConfig(name=model) if model else (cfg.model if config else None)
-    for path in inputs:  # before the heavy imports: a typo fails in a second
-        if not path.is_file():
+    for path in [*inputs, *cfg.data.synthetic]:  # before the heavy imports: a typo fails in a second
+        if not path.is_file() and not is_dataset_folder(path):
+            if path.is_dir():
+                raise TuneloopError(f"{path}: folder is not a Hugging Face datasets folder (no state.json or dataset_dict.json); give the data files in it")
             raise TuneloopError(f"{path}: input file not found{suggest_path(path)}")
     if model_cfg:
         check_model(model_cfg.name)
@@ -48,6 +57,50 @@ def data_prepare(
         console.print(f"{source}: detected form {', '.join(f'{form} ({n})' for form, n in forms.items())}")
     console.print(f"{report['kept']} kept {report['splits']}, {report['rejected']} rejected {report['rejected_by_rule']}, "
                   f"PII redacted {report['pii_redacted']} -> {DataDir(out).report_html}")
+    if "synthetic" in report:
+        made = report["synthetic"]
+        console.print(f"synthetic: {made['rows_in']} in, {made['kept']} kept (train), {made['rejected']} rejected {made['rejected_by_rule']}")
+    _emit(report, as_json)
+
+
+def _field_names(fields, pairs: list[str]):
+    """data.fields with --field-map's PART=COLUMN pairs on top; a malformed pair is a usage error."""
+    valid = list(type(fields).model_fields)
+    mapping = {}
+    for pair in (item.strip() for value in pairs for item in value.split(",") if item.strip()):
+        part, sep, column = (piece.strip() for piece in pair.partition("="))
+        if not sep or not column or part not in valid:
+            problem = f"unknown part {part!r}" if sep and column else f"{pair!r} is not PART=COLUMN"
+            raise typer.BadParameter(f"{problem}; PART is one of {', '.join(valid)}", param_hint="--field-map")
+        mapping[part] = column
+    return fields.model_copy(update=mapping)
+
+
+@data_app.command("synth")
+def data_synth(
+    config: Annotated[Path, typer.Argument(help="Pipeline YAML (its data.synth section, task and data sections).")],
+    out: Annotated[Path, typer.Option("--out", help="JSONL file of synthetic rows; a partial one is continued.")],
+    rows: Annotated[Optional[int], typer.Option("--rows", help="Rows to request (data.synth.rows).", min=1, max=1_000_000)] = None,
+    teacher_url: Annotated[Optional[str], typer.Option("--teacher-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.")] = None,
+    teacher_model: Annotated[Optional[str], typer.Option("--teacher-model", help="The teacher's model name on that endpoint.")] = None,
+    api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Environment variable holding the endpoint's key.")] = None,
+    max_requests: Annotated[Optional[int], typer.Option("--max-requests", help="Budget: requests in all.", min=1)] = None,
+    judge_threshold: Annotated[Optional[float], typer.Option("--judge-threshold", help="Drop rows the judge scores under this (0-1).", min=0, max=1)] = None,
+    as_json: Json = False,
+) -> None:
+    """Ask a teacher model for new training rows from seed rows: paraphrases, new inputs per label, answers for unlabeled inputs."""
+    given = {"rows": rows, "teacher.base_url": teacher_url, "teacher.model": teacher_model, "teacher.api_key_env": api_key_env,
+             "max_requests": max_requests, "judge_threshold": judge_threshold}
+    cfg = load_config(config, {f"data.synth.{k}": v for k, v in given.items() if v is not None})
+    from tuneloop.data.synth import synthesise
+
+    _quiet_libraries()
+    report = synthesise(cfg.data, cfg.task, out)
+    counts, requests = report["rows"], report["requests"]
+    console.print(f"{counts['written']} rows in {out} ({counts['asked']} asked, {counts['returned']} returned, "
+                  f"{counts['judged_out']} judged out); requests {requests['by_status']}, "
+                  f"{requests['failed_this_run']} failed and {requests['not_sent_budget']} not sent (budget): rerun to continue")
+    console.print(f"next: tuneloop data prepare ... --config {config} --synthetic {out} --out DIR")
     _emit(report, as_json)
 
 

@@ -1,17 +1,18 @@
 """`tuneloop data prepare`: raw files in; train/val/test/rejected JSONL, report and manifest out.
 
 Reads top to bottom. One streaming pass over every input row: decode -> detect form and
-canonicalise -> clean -> redact PII -> check the answer and its length (all per row, in worker
-processes: `rowwork.py`) -> drop exact and near duplicates and rows leaking into a frozen test split
-(here, in input order: the first copy is kept). Kept rows are spooled to disk, so memory holds only
-what deduplication and the split need. Then split (stratified on the first label field), write
-the splits from the spool, and write the report. Invariant, checked before returning:
+canonicalise -> clean -> redact PII -> check the answer and its length -> screen input and answer for
+harmful content (all per row, in worker processes: `rowwork.py`) -> drop exact and near duplicates
+and rows leaking into a frozen test split (here, in input order: the first copy is kept). Kept rows are
+spooled to disk, so memory holds only what deduplication and the split need. Then split (stratified on
+the first label field), write the splits from the spool, and write the report. Invariant, checked before returning:
 rows in = rows in train + val + new test rows + rows in rejected.jsonl.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -20,7 +21,9 @@ from pathlib import Path
 from tuneloop.artifacts import read_jsonl, write_json, write_manifest
 from tuneloop.config import DataConfig, ModelConfig, TaskConfig
 from tuneloop.data.dedup import NearDuplicateIndex, exact_key
-from tuneloop.data.readers import check_readable, read_rows
+from tuneloop.data.mix import draw
+from tuneloop.data.harmful import HarmfulTally
+from tuneloop.data.readers import check_readable, input_bytes, read_rows
 from tuneloop.data.report import write_report
 from tuneloop.data.retrieval import augment_splits
 from tuneloop.data.review import drops as review_drops
@@ -37,6 +40,9 @@ def prepare(inputs: list[Path], out: Path, cfg: DataConfig, task: TaskConfig, mo
     inputs = [Path(p) for p in inputs]
     if not inputs:
         raise TuneloopError("no input files given (data.inputs in the config, or paths on the command line)")
+    # Train-only sources are read last, so a real row always wins over its replayed or synthetic copy.
+    synthetic, replay = [Path(p) for p in cfg.synthetic], [Path(p) for p in cfg.replay]
+    inputs = [*(p for p in inputs if p not in synthetic and p not in replay), *replay, *synthetic]
     for path in inputs:
         check_readable(path)  # fail now, with one clear line, not after reading other files
     out.mkdir(parents=True, exist_ok=True)
@@ -47,10 +53,11 @@ def prepare(inputs: list[Path], out: Path, cfg: DataConfig, task: TaskConfig, mo
     seen: dict[str, str] = {}  # exact key -> "file:line" of the kept row (or of the frozen test row)
     frozen = _index_frozen_test(cfg.frozen_test, seen, near) if cfg.frozen_test else []
     processor = RowProcessor(cfg, task, model)
-    workers = cfg.workers or default_workers(sum(p.stat().st_size for p in inputs))
+    workers = cfg.workers or default_workers(sum(input_bytes(p) for p in inputs))
     rows = (raw for path in inputs for raw in read_rows(path, decode=False))
 
-    tally = Tally()
+    tally = Tally(synthetic={str(p) for p in synthetic})
+    flagged = HarmfulTally()  # rows the harmful-content screen flagged (data.safety)
     spool_path, rejected_path = folder.spool, folder.rejected
     dropped = review_drops(cfg.reviewed) if cfg.reviewed else {}
 
@@ -65,8 +72,10 @@ def prepare(inputs: list[Path], out: Path, cfg: DataConfig, task: TaskConfig, mo
                 _drop_if_reviewed(result, dropped, cfg.reviewed)
             if result.rejection is None:
                 _drop_if_duplicate(result, cfg, seen, near, tally.clusters)
+            if result.harmful:
+                flagged.add(result)
             if result.rejection:
-                tally.rules[result.rejection["rule"]] += 1
+                tally.reject(result)
                 rejected.write(json.dumps(result.rejection, ensure_ascii=False, default=str) + "\n")
                 continue
             tally.keep(result)
@@ -78,14 +87,22 @@ def prepare(inputs: list[Path], out: Path, cfg: DataConfig, task: TaskConfig, mo
 
     # --- split and write -----------------------------------------------------------------------
     test_ratio = 0.0 if frozen else cfg.test_ratio  # a frozen test split is reused, never extended
-    assignment = split_indices(tally.labels, cfg.val_ratio, test_ratio, cfg.seed)
-    counts = _write_splits(out, spool_path, assignment, frozen)
-    if tally.rows_in != counts["train"] + counts["val"] + counts["test"] - len(frozen) + sum(tally.rules.values()):
+    assignment, leaks = _split(tally, cfg, test_ratio, {key for key, where in seen.items() if where.startswith("frozen test")})
+    mixed = None
+    if cfg.mix:  # the train split drawn from its sources in the configured shares
+        assignment["train"], assignment["unused"], mixed = draw(assignment["train"], tally.sources, cfg.mix)
+    counts = _write_splits(out, spool_path, assignment, frozen, leaks, rejected_path)
+    distinct = sum(len(set(indices)) for indices in assignment.values())
+    if tally.rows_in != distinct + sum(tally.rules.values()):
         raise RuntimeError(f"bug: rows were lost between input and output ({tally.rows_in} in, {counts} + rejected)")
     report = {"inputs": [str(p) for p in inputs], **tally.report(assignment, counts, len(frozen), cfg.max_tokens)}
+    if mixed:
+        report["mix"] = mixed
+    if cfg.safety.mode != "off":
+        report["harmful_content"] = flagged.report(cfg.safety)
     if cfg.rag:  # retrieval-augmented fine-tuning: context from the knowledge base in every prompt
         report["retrieval_augmented"] = augment_splits(out, cfg.rag, ("train", "val") if frozen else SPLITS)
-    outputs = [folder.split(name) for name in (*SPLITS, "rejected")]
+    outputs = [folder.split(name) for name in (*SPLITS, "rejected")] + ([folder.unused] if mixed else [])
     tokenizer = processor.check_length.tokenizer if processor.check_length else None
     outputs += write_report(report, out, assignment, tally.lengths, tokenizer)
     if cfg.review_sample:
@@ -113,8 +130,22 @@ class Tally:
     labels: list[str | None] = field(default_factory=list)
     lengths: list[int | None] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+    origins: list[str | None] = field(default_factory=list)  # per kept row: None = real, else synthetic (seed key or "")
+    synthetic: set[str] = field(default_factory=set)  # the data.synthetic files
+    sources: list[str] = field(default_factory=list)  # per kept row: its file (data.mix draws by file)
+    synthetic_in: int = 0
+    synthetic_rules: Counter = field(default_factory=Counter)
+
+    def reject(self, result) -> None:
+        self.rules[result.rejection["rule"]] += 1
+        if result.source in self.synthetic:
+            self.synthetic_in += 1
+            self.synthetic_rules[result.rejection["rule"]] += 1
 
     def keep(self, result) -> None:
+        self.synthetic_in += result.source in self.synthetic
+        self.origins.append(result.origin)
+        self.sources.append(result.source)
         self.forms[result.source][result.form] += 1
         if result.pii:
             self.pii.update(result.pii)
@@ -127,7 +158,8 @@ class Tally:
         largest = sorted(self.clusters.items(), key=lambda item: -len(item[1]))[:20]
         return {
             "forms": {source: dict(by_form) for source, by_form in self.forms.items()},
-            "rows_in": self.rows_in, "kept": len(self.labels), "rejected": sum(self.rules.values()),
+            "rows_in": self.rows_in, "kept": sum(len(set(indices)) for indices in assignment.values()),  # unused.jsonl too
+            "rejected": sum(self.rules.values()),
             "rejected_by_rule": dict(self.rules.most_common()),
             "splits": counts, "frozen_test_rows": n_frozen,
             "labels": {name: dict(Counter(self.labels[i] for i in assignment[name]).most_common()) for name in SPLITS},
@@ -136,17 +168,63 @@ class Tally:
             "largest_duplicate_clusters": [{"kept": kept, "dropped": dropped} for kept, dropped in largest],
             "leakage": _leakage(assignment, self.keys),
             "tokens": _token_summary(assignment, self.lengths, max_tokens, self.truncated),
+            **({"synthetic": self._synthetic(assignment)} if self.synthetic else {}),
         }
 
+    def _synthetic(self, assignment: dict[str, list[int]]) -> dict:
+        """data.synthetic rows: in = kept (train only) + rejected by rule."""
+        kept = [i for i in assignment["train"] if self.origins[i] is not None]
+        return {"files": sorted(self.synthetic), "rows_in": self.synthetic_in, "kept": len(kept),
+                "rejected": sum(self.synthetic_rules.values()), "rejected_by_rule": dict(self.synthetic_rules.most_common()),
+                "labels": dict(Counter(self.labels[i] for i in kept).most_common())}
 
-def _write_splits(out: Path, spool_path: Path, assignment: dict[str, list[int]], frozen: list[dict]) -> dict[str, int]:
-    """Copy each spooled row to its split file (then the frozen test rows); returns rows per split."""
-    split_of = {i: name for name, indices in assignment.items() for i in indices}
-    handles = {name: open(DataDir(out).split(name), "wb") for name in SPLITS}  # bytes: the spool's lines are UTF-8 JSON
+
+def _split(tally: "Tally", cfg: DataConfig, test_ratio: float, frozen_keys: set[str]) -> tuple[dict[str, list[int]], dict[int, str]]:
+    """(indices per split, {index: reason} of synthetic rows rejected after the split).
+
+    Real rows are split (stratified); synthetic rows only ever train, and a paraphrase whose seed row is in
+    the val or test split (or the frozen test split) is rejected: it would leak that row's answer into training."""
+    real = [i for i, origin in enumerate(tally.origins) if origin is None]
+    assignment = split_indices([tally.labels[i] for i in real], cfg.val_ratio, test_ratio, cfg.seed)
+    assignment = {name: [real[j] for j in indices] for name, indices in assignment.items()}
+    protected = {tally.keys[i]: name for name in ("val", "test") for i in assignment[name]}
+    protected.update({key: "frozen test" for key in frozen_keys})
+    leaks = {}
+    for i, origin in enumerate(tally.origins):
+        if origin is None:
+            continue
+        if origin and origin in protected:
+            leaks[i] = f"a paraphrase of a seed row that is in the {protected[origin]} split"
+        else:
+            assignment["train"].append(i)
+    assignment["train"].sort()
+    if leaks:
+        tally.rules["test_leakage"] += len(leaks)
+        tally.synthetic_rules["test_leakage"] += len(leaks)
+    return assignment, leaks
+
+
+def _write_splits(out: Path, spool_path: Path, assignment: dict[str, list[int]], frozen: list[dict],
+                  leaks: dict[int, str] | None = None, rejected_path: Path | None = None) -> dict[str, int]:
+    """Copy each spooled row to its split file (as often as data.mix drew it; unused.jsonl when it did not),
+    then the frozen test rows; synthetic rows that leak go to rejected.jsonl. Returns rows per split."""
+    folder, places = DataDir(out), defaultdict(list)
+    for name, indices in assignment.items():
+        for i in indices:
+            places[i].append(name)
+    paths = {name: folder.split(name) for name in SPLITS} | ({"unused": folder.unused} if "unused" in assignment else {})
+    handles = {name: open(path, "wb") for name, path in paths.items()}  # bytes: the spool's lines are UTF-8 JSON
     try:
-        with open(spool_path, "rb") as spool:
+        with open(spool_path, "rb") as spool, open(rejected_path or os.devnull, "ab") as rejected:
             for i, line in enumerate(spool):
-                handles[split_of[i]].write(line)
+                if leaks and i in leaks:
+                    row = json.loads(line)
+                    meta = row["metadata"]
+                    record = {"source": meta["file"], "line": meta["line"], "rule": "test_leakage", "field": None,
+                              "reason": f"{leaks[i]} ({meta.get('seed_row', 'seed')})", "row": row}
+                    rejected.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
+                for name in places[i]:
+                    handles[name].write(line)
         for row in frozen:
             handles["test"].write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
     finally:

@@ -1,8 +1,10 @@
 """Readers: stream every input row with its file and position, including the rows that cannot be decoded.
 
 Supported: JSONL (one object per line), JSON (an array of objects), CSV (header row; a `messages`
-column may hold a JSON-encoded list), Parquet. `line` is the physical line for JSONL and CSV, the
-1-based item index for JSON arrays, and the 1-based row index for Parquet.
+column may hold a JSON-encoded list), Parquet, and Hugging Face `datasets` folders written by
+`save_to_disk` (a Dataset, or a DatasetDict whose every split is read, each as its own source
+`FOLDER/SPLIT`). `line` is the physical line for JSONL and CSV, the 1-based item index for JSON arrays,
+and the 1-based row index for Parquet and datasets folders.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class RawRow:
 
 def check_readable(path: Path) -> None:
     """Raise the one-line error a user needs when a file is missing or of an unsupported type."""
+    if Path(path).is_dir():
+        dataset_splits(Path(path))  # raises unless it is a datasets folder
+        return
     if not Path(path).is_file():
         raise TuneloopError(f"{path}: input file not found")
     if Path(path).suffix.lower() not in READERS:
@@ -44,7 +49,10 @@ def check_readable(path: Path) -> None:
 def read_rows(path: Path, decode: bool = True) -> Iterator[RawRow]:
     check_readable(path)
     path = Path(path)
-    if path.suffix.lower() == ".jsonl":
+    if path.is_dir():
+        for split in dataset_splits(path):
+            yield from _read_dataset(split)
+    elif path.suffix.lower() == ".jsonl":
         yield from _read_jsonl(path, decode)
     else:
         yield from READERS[path.suffix.lower()](path)
@@ -116,6 +124,64 @@ def _read_parquet(path: Path) -> Iterator[RawRow]:
         for row in batch.to_pylist():
             number += 1
             yield RawRow(str(path), number, row)
+
+
+# --- Hugging Face `datasets` folders (Dataset.save_to_disk, DatasetDict.save_to_disk) ----------------
+def is_dataset_folder(path: Path) -> bool:
+    return Path(path).is_dir() and any((Path(path) / name).is_file() for name in ("state.json", "dataset_dict.json"))
+
+
+def input_bytes(path: Path) -> int:
+    """Size of an input: the file, or every file of a datasets folder."""
+    path = Path(path)
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def dataset_splits(path: Path) -> list[Path]:
+    """The Dataset folders to read: the folder itself, or each split of a DatasetDict in its listed order."""
+    if (path / "state.json").is_file():
+        return [path]
+    if not (path / "dataset_dict.json").is_file():
+        raise TuneloopError(f"{path}: a folder is an input only when Hugging Face datasets wrote it with save_to_disk "
+                            "(state.json or dataset_dict.json inside); otherwise give the data files in it")
+    try:
+        splits = json.loads((path / "dataset_dict.json").read_text())["splits"]
+    except (ValueError, KeyError, TypeError):
+        raise TuneloopError(f"{path}/dataset_dict.json: not a datasets split list") from None
+    missing = [s for s in splits if not (path / s / "state.json").is_file()]
+    if missing:
+        raise TuneloopError(f"{path}: split folder(s) {missing} named in dataset_dict.json have no state.json")
+    return [path / split for split in splits]
+
+
+def _read_dataset(folder: Path) -> Iterator[RawRow]:
+    """Rows of the folder's Arrow shards (Arrow IPC streams, in state.json's order): pyarrow alone reads them.
+    Arrow gives every struct every field of the schema, null where a row had none; those nulls are dropped
+    so a row reads as it was written."""
+    import pyarrow as pa
+
+    try:
+        shards = [entry["filename"] for entry in json.loads((folder / "state.json").read_text())["_data_files"]]
+    except (ValueError, KeyError, TypeError):
+        raise TuneloopError(f"{folder}/state.json: no list of data files (_data_files); was it written by save_to_disk?") from None
+    source, number = str(folder), 0
+    for shard in shards:
+        try:
+            reader = pa.ipc.open_stream(pa.memory_map(str(folder / shard)))
+        except (OSError, pa.ArrowInvalid) as err:
+            raise TuneloopError(f"{folder / shard}: not a readable Arrow shard ({err})") from None
+        for batch in reader:
+            for row in batch.to_pylist():
+                number += 1
+                yield RawRow(source, number, _without_nulls(row))
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}

@@ -99,6 +99,17 @@ def _table(rows: list[tuple], header: tuple) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _harmful(found: dict) -> list[str]:
+    """The harmful-content screen's counts, and where the flagged rows it kept are (mode warn)."""
+    kept = "kept and counted" if found["mode"] == "warn" else "rejected (rule harmful_content)"
+    parts = [f"<h2>Harmful content ({found['flagged']} rows flagged, {kept})</h2>",
+             _table([(k, v) for k, v in found["by_detector"].items()], ("detector", "rows flagged")),
+             f"<p>screen: {html.escape(found['screen'])}; classifier threshold {found['threshold']}</p>"]
+    if found["kept_examples"]:
+        parts.append(_table([(e["where"], e["reason"]) for e in found["kept_examples"]], ("kept row", "flagged because")))
+    return parts
+
+
 def _html(report: dict, images: list[str]) -> str:
     sections = [
         "<h1>tuneloop data report</h1>",
@@ -113,6 +124,8 @@ def _html(report: dict, images: list[str]) -> str:
         f"<h2>Duplicate clusters ({report['duplicate_clusters']})</h2>",
         _table([(c["kept"], ", ".join(c["dropped"])) for c in report["largest_duplicate_clusters"]], ("kept row", "dropped as its duplicates")),
     ]
+    if report.get("harmful_content"):
+        sections += _harmful(report["harmful_content"])
     if report.get("tokens"):
         tokens = report["tokens"]
         sections += ["<h2>Token lengths</h2>", _table([(s, *v.values()) for s, v in tokens.items() if isinstance(v, dict)], ("split", "min", "median", "p95", "max")),

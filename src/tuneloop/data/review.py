@@ -82,4 +82,4 @@ def _record(split: str, row: dict) -> tuple:
     else:
         prompt = "\n\n".join(m["content"] for m in row["prompt"] if m["role"] != "system")
         answer = f"chosen: {row['chosen'][0]['content']}\nrejected: {row['rejected'][0]['content']}"
-    return (split, meta.get("source", ""), meta.get("line", ""), prompt, answer, "", "")
+    return (split, meta.get("file", meta.get("source", "")), meta.get("line", ""), prompt, answer, "", "")

@@ -1,8 +1,8 @@
 """Per-row work of the data stage, runnable in worker processes.
 
 Everything that looks at one row alone happens here: decode, detect the form and canonicalise, clean,
-redact PII, check the answer and the token length, compute the exact-duplicate key and the MinHash
-sketch. What depends on the order of rows (which copy is kept) stays in `prepare`. On 2 cores the work
+redact PII, check the answer and the token length, screen for harmful content (`harmful.py`), compute
+the exact-duplicate key and the MinHash sketch. What depends on the order of rows (which copy is kept) stays in `prepare`. On 2 cores the work
 is spread over worker processes in chunks, in order; small inputs run in-process.
 """
 
@@ -22,6 +22,7 @@ from tuneloop.data.checks import AnswerChecker, LengthChecker
 from tuneloop.data.clean import Cleaner
 from tuneloop.data.dedup import NearDuplicateIndex, Sketch, normalise, normalised_key
 from tuneloop.data.forms import canonicalise, texts
+from tuneloop.data.harmful import HarmfulContent
 from tuneloop.pii import Redactor
 from tuneloop.data.readers import RawRow
 
@@ -42,21 +43,29 @@ class Outcome:
     truncated: bool = False
     form: str | None = None
     pii: dict[str, int] | None = None  # counts per PII type, only when something was found
+    # Kept rows of data.synthetic and data.replay files (train only): the seed row's key a paraphrase keeps the
+    # answer of ("" = none); None = a real row.
+    origin: str | None = None
+    # Rows the harmful-content screen flagged: which message, which detector, why (kept in mode warn).
+    harmful: dict | None = None
     # Rejected rows: the rejected.jsonl record.
     rejection: dict | None = None
     # Worker-side only, never sent back: the text to sketch, sketched for a whole chunk at once.
     normalised: str | None = None
+    screened: list | None = None  # (field, role, text) of each message, screened for a whole chunk at once
 
     def __reduce__(self):
         # Positional fields: ~6x cheaper to pickle and unpickle than the default state of a slots class,
         # and the main process unpickles every row.
         return Outcome, (self.source, self.line, self.row_json, self.key, self.sketch, self.label, self.length,
-                         self.truncated, self.form, self.pii, self.rejection)
+                         self.truncated, self.form, self.pii, self.origin, self.harmful, self.rejection)  # field order
 
 
 class RowProcessor:
     def __init__(self, cfg: DataConfig, task: TaskConfig, model: ModelConfig | None):
         self.cfg, self.task = cfg, task
+        self.synthetic = {str(path) for path in cfg.synthetic}
+        self.replay = {str(path) for path in cfg.replay}
         self.clean = Cleaner(cfg.clean)
         pii = cfg.pii
         self.redactor = Redactor(**({"types": pii.types} if pii.types else {}), placeholders=pii.placeholders) if pii.enabled else None
@@ -64,10 +73,14 @@ class RowProcessor:
         self.check_length = LengthChecker(model, cfg.max_tokens, cfg.over_length) if model else None
         # Same arguments in every process give the same permutations, so sketches are comparable.
         self.sketcher = NearDuplicateIndex(cfg.dedup.threshold, num_perm=NUM_PERM) if cfg.dedup.near else None
+        self.harmful = HarmfulContent(cfg.safety, task.system_prompt) if cfg.safety.mode != "off" else None
 
     def process(self, chunk: list[RawRow]) -> list[Outcome]:
-        """Outcomes of a chunk of rows, in order: each row on its own, then the sketches of the kept ones together."""
+        """Outcomes of a chunk of rows, in order: each row on its own, then the harmful-content screen and the
+        sketches of the kept ones together."""
         outcomes = [self(raw) for raw in chunk]
+        if self.harmful is not None:
+            self.harmful.check(outcomes)
         if self.sketcher is not None:
             kept = [outcome for outcome in outcomes if outcome.normalised is not None]
             for outcome, sketch in zip(kept, self.sketcher.sketch_many([outcome.normalised for outcome in kept])):
@@ -122,8 +135,17 @@ class RowProcessor:
         if self.sketcher is not None:
             result.normalised = normalised
         given = value.get("metadata") if isinstance(value, dict) and isinstance(value.get("metadata"), dict) else {}
-        row["metadata"] = {**given, "source": raw.source, "line": raw.line}  # the row's own metadata is kept
+        if raw.source in self.synthetic:  # the teacher's marks are kept; the file is recorded beside them
+            result.origin = given.get("seed") if isinstance(given.get("seed"), str) else ""
+            row["metadata"] = {**given, "source": "synthetic", "file": raw.source, "line": raw.line}
+        elif raw.source in self.replay:  # an earlier round's train row: train only, like synthetic rows
+            result.origin = ""
+            row["metadata"] = {**given, "source": raw.source, "line": raw.line, "replay": True}
+        else:
+            row["metadata"] = {**given, "source": raw.source, "line": raw.line}  # the row's own metadata is kept
         result.row_json = orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)  # bytes: written to the spool as they are
+        if self.harmful is not None:
+            result.screened = self.harmful.texts(row)
         return result
 
 

@@ -70,10 +70,20 @@ def _check_message(message: Any, where: str) -> tuple[dict | None, Rejection | N
         return None, Rejection("wrong_type", f"{where}.content must be a string, got {type(message['content']).__name__}", f"{where}.content")
     if not message["content"].strip():
         return None, Rejection("empty_content", f"{where}.content is empty", f"{where}.content")
-    weight = message.get("weight", 1)
-    if weight not in (0, 1) or (weight == 0 and message["role"] != "assistant"):
-        return None, Rejection("bad_weight", f"{where}.weight must be 0 or 1, on assistant messages only", f"{where}.weight")
+    problem = check_weight(message, where)
+    if problem:
+        return None, problem
     return {k: message[k] for k in ("role", "content", "weight") if k in message}, None
+
+
+def check_weight(message: dict, where: str) -> Rejection | None:
+    """OpenAI's `weight`: 1 (learn from this turn) or 0 (do not), and 0 only on assistant messages."""
+    weight = message.get("weight", 1)
+    if isinstance(weight, bool) or weight not in (0, 1):
+        return Rejection("bad_weight", f"{where}.weight is {weight!r}; it must be 0 (do not learn from this turn) or 1", f"{where}.weight")
+    if weight == 0 and message["role"] != "assistant":
+        return Rejection("bad_weight", f"{where}.weight is 0 on a {message['role']} message; only assistant turns are learned from, so only they take weight 0", f"{where}.weight")
+    return None
 
 
 def check_tool_message(message: dict, where: str) -> tuple[dict | None, Rejection | None]:
@@ -96,6 +106,9 @@ def check_tool_message(message: dict, where: str) -> tuple[dict | None, Rejectio
              for c in message["tool_calls"]]
     checked = {"role": "assistant", "content": content or "", "tool_calls": calls}
     if "weight" in message:
+        problem = check_weight(message, where)
+        if problem:
+            return None, problem
         checked["weight"] = message["weight"]
     return checked, None
 

@@ -3,8 +3,8 @@ baseline, on the protected test split, with the same decoding for all.
 
 Reads top to bottom: load the test split -> load the model once (adapter attached, switched off for
 the baselines; a full fine-tune loads beside the base) -> frame the inputs per system and generate
--> score (metrics, 95% bootstrap intervals, paired differences) -> gates -> edge cases -> general-
-capability regression (perplexity, local lm-eval task) -> write
+-> score (metrics, 95% bootstrap intervals, paired differences) -> counterfactual bias probe (eval.bias)
+-> gates -> edge cases -> general-capability regression (perplexity, local lm-eval task) -> write
 results.json, samples.jsonl, report.html with plots, manifest.json.
 """
 
@@ -18,6 +18,7 @@ from tuneloop.artifacts import read_jsonl, write_json, write_jsonl, write_manife
 from tuneloop.config import EvalConfig, ModelConfig, ObjectiveConfig, TaskConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.eval.baselines import conversations_for, split_row
+from tuneloop.eval.bias import add_bias_metrics, bias_probe, probed_systems
 from tuneloop.eval.generate import generate
 from tuneloop.eval.regression import general_capability, switch_for
 from tuneloop.eval.report import write_report
@@ -44,6 +45,7 @@ def evaluate(
     systems = [s for s in cfg.systems if s not in ("finetuned", "constrained") or adapter is not None]
     if not systems:
         raise TuneloopError("no system to evaluate: 'finetuned' needs a trained model (--model RUN_DIR)")
+    probed = probed_systems(cfg.bias, objective, systems)
     tools = [row.get("tools") for row in rows]
     grammars = grammars_for(task, tools) if "constrained" in systems else None
     train_rows = read_jsonl(data.train) if {"prompted", "rag"} & set(systems) and data.train.is_file() else []
@@ -72,14 +74,30 @@ def evaluate(
     if cfg.rag_index:  # the rag system answers from a knowledge base
         from tuneloop.eval.retrieval import load_knowledge, retrieval_summary, retrieve
 
-        passages = retrieve(load_knowledge(cfg.rag_index), [c[-1]["content"] for c in conversations], cfg.rag_k)
+        knowledge = load_knowledge(cfg.rag_index)
+        passages = retrieve(knowledge, [c[-1]["content"] for c in conversations], cfg.rag_k)
     framed = {s: conversations_for(s, list(conversations), train_rows, task, cfg, passages) for s in systems}
     outputs = answer(framed, "eval", tools, grammars)
     scored = score_systems(outputs, list(references), task, cfg.bootstrap, cfg.seed, tools)
+
+    def answer_rows(system: str, rows: list[list[dict]], origins: list[int | None]) -> list[str]:
+        """The bias probe's conversations, framed like the test row each comes from (None: eval.bias.inputs)."""
+        hits = None
+        if passages is not None:  # a variant keeps its original's passages; an extra input retrieves its own
+            fresh = iter(retrieve(knowledge, [c[-1]["content"] for c, i in zip(rows, origins) if i is None], cfg.rag_k)
+                         if None in origins else [])
+            hits = [passages[i] if i is not None else next(fresh) for i in origins]
+        row_tools = [tools[i] if i is not None else None for i in origins]
+        return answer({system: conversations_for(system, rows, train_rows, task, cfg, hits)}, "bias", row_tools,
+                      grammars_for(task, row_tools) if system == "constrained" else None)[system]
+
+    bias = bias_probe(cfg.bias, probed, list(conversations), outputs, task, answer_rows, cfg.bootstrap, cfg.seed) if probed else None
+    if bias:
+        add_bias_metrics(scored, bias)
     gates = check_gates(objective, scored["systems"], scored["gated_system"])
     summary = {
         "n_test": len(rows), **{k: v for k, v in scored.items() if k != "per_sample"}, "gates": gates,
-        "objective_passed": all(g["passed"] for g in gates),
+        "objective_passed": all(g["passed"] for g in gates), "bias": bias,
         "edge_cases": _edge_cases(cfg, systems, task, train_rows, answer) if cfg.edge_cases else None,
         "retrieval": retrieval_summary(passages, rows, outputs, cfg.rag_k) if passages is not None else None,
         "regression": general_capability({s: tuned if s == "finetuned" else model for s in systems if s in ("base", "finetuned")},

@@ -71,8 +71,10 @@ def _metric_names(results: dict, systems: list[str]) -> list[str]:
 
 def _plot_metrics(results: dict, systems: list[str], colours: dict, path: Path) -> Path:
     table, intervals = results["systems"], results.get("intervals") or {}
-    # Per-class scores and macro precision/recall stay in the tables: in the chart they would bury the rest.
-    metrics = [m for m in _metric_names(results, systems) if ".f1." not in m and not m.endswith(("precision_macro", "recall_macro"))]
+    # Per-class scores, macro precision/recall and per-attribute flip rates stay in the tables: in the chart
+    # they would bury the rest.
+    metrics = [m for m in _metric_names(results, systems) if ".f1." not in m and not m.endswith(("precision_macro", "recall_macro"))
+               and not (m.startswith("bias.") and m != "bias.flip_rate")]
     wide = {m for m in metrics if m in _WIDE or any(v is not None and abs(v) > 1 for v in (table[s].get(m) for s in systems))}
     unit = [m for m in metrics if m not in wide]
     other = [m for m in metrics if m in wide]
@@ -189,6 +191,33 @@ def _verdict(results: dict) -> list[str]:
             _table(rows, ["metric", "gate", "value", "margin", "result"]) if rows else ""]
 
 
+def _bias(bias: dict) -> list[str]:
+    """The counterfactual probe (eval/bias.py): flip rates per attribute and system, then flips to read."""
+    if not bias.get("systems"):
+        return []
+    sections = ["<h2>Bias: counterfactual probe</h2>",
+                f"<p>{bias.get('probed')} of {bias.get('inputs')} inputs ({bias.get('from_file', 0)} from eval.bias.inputs) hold a "
+                f"term of {html.escape(str(bias.get('terms')))}; {bias.get('variants')} variants swap it for others of its group. "
+                "A variant flips when a label of its answer (the answer text, without label fields) differs from the "
+                "original input's answer.</p>"]
+
+    def rate(row: dict) -> str:
+        interval = row.get("interval")
+        return _num(row.get("flip_rate")) + (f" [{_num(interval[0])}, {_num(interval[1])}]" if interval else "")
+
+    for system, entry in bias["systems"].items():
+        rows = [[name, a["inputs"], a["variants"], a["flips"], a["inputs_flipped"], rate(a), _num(a.get("answer_similarity"))]
+                for name, a in entry["attributes"].items()]
+        rows.append(["all", entry["inputs"], entry["variants"], entry["flips"], entry["inputs_flipped"], rate(entry), ""])
+        sections += [f"<h3>{html.escape(system)}</h3>", _table(rows, ["attribute", "inputs", "variants", "flips", "inputs with a flip",
+                                                                     "flip rate (95% CI)", "answer similarity"])]
+        examples = [[name, e["swapped"], e["input"], e["variant"], e["answer"], e["variant_answer"]]
+                    for name, rows_ in (entry.get("examples") or {}).items() for e in rows_]
+        if examples:
+            sections += ["<p>Flips:</p>", _table(examples, ["attribute", "swapped", "input", "variant", "answer", "variant's answer"])]
+    return sections
+
+
 def _prompt(messages) -> str:
     # The last user turn is what the system answered; a system prompt is the same for every sample.
     if isinstance(messages, str):
@@ -243,6 +272,7 @@ def _html(results: dict, samples: list[dict], systems: list[str], images: list[s
         shown = [m for m in metrics if all(m in edge["systems"][s] for s in edge_systems)]
         sections += [f"<h2>Edge and adversarial cases ({edge.get('n')} from {html.escape(str(edge.get('file')))})</h2>",
                      _table([[m, *(_num(edge["systems"][s][m]) for s in edge_systems)] for m in shown], ["metric", *edge_systems])]
+    sections += _bias(results.get("bias") or {})
     if images:
         sections += ["<h2>Plots</h2>", *(f'<img src="{html.escape(n)}" alt="{html.escape(n)}">' for n in images)]
     if samples:

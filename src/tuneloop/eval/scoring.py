@@ -21,7 +21,7 @@ def score_systems(outputs: dict[str, list[str]], references: list[str], task: Ta
     def corpus(system: str, indices: np.ndarray) -> dict[str, float]:
         return score_corpus([outputs[system][i] for i in indices], [references[i] for i in indices], ctx)
 
-    gated = next((s for s in ("finetuned", "constrained") if s in outputs), next(iter(outputs)))
+    gated = gated_system(list(outputs))
     intervals, spreads = paired_bootstrap(per_sample, corpus, gated, resamples=resamples, seed=seed)
     differences = {
         other: {m: {"diff": systems[gated][m] - systems[other][m], "low": low, "high": high} for m, (low, high) in metrics.items()}
@@ -30,6 +30,11 @@ def score_systems(outputs: dict[str, list[str]], references: list[str], task: Ta
     labels = {name: confusion_tables(outputs, references, name) for name in task.label_fields}
     return {"systems": systems, "intervals": intervals, "differences": differences, "labels": labels,
             "gated_system": gated, "per_sample": per_sample}
+
+
+def gated_system(systems: list[str]) -> str:
+    """The system the gates judge by default: the trained one when it was evaluated."""
+    return next((s for s in ("finetuned", "constrained") if s in systems), systems[0])
 
 
 def check_gates(objective: ObjectiveConfig, systems: dict[str, dict[str, float]], gated: str) -> list[dict]:

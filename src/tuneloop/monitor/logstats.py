@@ -27,9 +27,10 @@ from tuneloop.errors import TuneloopError
 # Shared with the evaluation stage, so that online scores mean exactly what offline scores mean.
 from tuneloop.metrics.behaviour import REFUSAL
 from tuneloop.metrics.structure import parse_object
+from tuneloop.safety import default_screen
 
 TaskFor = Callable[[str], dict | None]
-QUALITY = ("json_valid", "schema_valid", "empty", "refusal", "length_chars")
+QUALITY = ("json_valid", "schema_valid", "empty", "refusal", "length_chars", "harmful_rate")
 WINDOW_METRICS = ("requests", "error_rate", "p50_latency_ms", "p95_latency_ms", "p99_latency_ms", "ttft_p50_ms",
                   "tokens_per_s", *QUALITY)
 REQUIRED = ("id", "created_at", "model", "status", "latency_ms")
@@ -100,16 +101,19 @@ def succeeded(record: dict[str, Any]) -> bool:
     return record["status"] < 400 and not record.get("error")
 
 
-def quality(record: dict[str, Any], task: dict | None) -> dict[str, float]:
+def quality(record: dict[str, Any], task: dict | None, harmful: bool | None = None) -> dict[str, float]:
     """Reference-free scores of one successful response ({} for a failed request).
 
-    json_valid and schema_valid only when the task declares an `output_schema`.
+    json_valid and schema_valid only when the task declares an `output_schema`. harmful_rate: the response
+    is flagged by the harmful-content screen (as in evaluation); `harmful`, when already screened.
     """
     if not succeeded(record):
         return {}
     text = record.get("response") or ""
+    if harmful is None:
+        harmful = default_screen()([text])[0] is not None
     scores = {"empty": float(not text.strip()), "refusal": float(bool(REFUSAL.match(text))),
-              "length_chars": float(len(text))}
+              "length_chars": float(len(text)), "harmful_rate": float(harmful)}
     schema = (task or {}).get("output_schema")
     if schema is not None:
         parsed = parse_object(text)
@@ -139,7 +143,7 @@ def summarise(records: list[dict[str, Any]], task_for: TaskFor = no_task) -> dic
     for record in records:
         groups[(record["model"], record.get("variant"))].append(record)
     times = [created_at(record) for record in records]
-    scored = {id(record): quality(record, task_for(record["model"])) for record in records}  # once, for both tables
+    scored = quality_all(records, task_for)  # once, for both tables
     return {
         "first": min(times).isoformat() if times else None,
         "last": max(times).isoformat() if times else None,
@@ -184,8 +188,17 @@ def timeseries(records: list[dict[str, Any]], bucket: dt.timedelta) -> list[dict
     return series
 
 
+def quality_all(records: list[dict[str, Any]], task_for: TaskFor) -> dict[int, dict[str, float]]:
+    """quality() of every record, by id(record); the harmful-content screen runs once over all responses."""
+    ok = [record for record in records if succeeded(record)]
+    flags = default_screen()([record.get("response") or "" for record in ok])
+    harmful = {id(record): flag is not None for record, flag in zip(ok, flags)}
+    return {id(record): quality(record, task_for(record["model"]), harmful.get(id(record))) for record in records}
+
+
 def _metrics(records: list[dict[str, Any]], task_for: TaskFor, scored: dict[int, dict[str, float]] | None = None) -> dict[str, Any]:
     """`scored`: each record's quality() by id(record), when already computed."""
+    scored = quality_all(records, task_for) if scored is None else scored
     ok = [record for record in records if succeeded(record)]
     latencies = [float(record["latency_ms"]) for record in records]
     ttfts = [float(record["ttft_ms"]) for record in records if record.get("ttft_ms") is not None]
@@ -193,8 +206,7 @@ def _metrics(records: list[dict[str, Any]], task_for: TaskFor, scored: dict[int,
     ok_tokens = sum(int(record.get("completion_tokens") or 0) for record in ok)
     scores: dict[str, list[float]] = defaultdict(list)
     for record in ok:
-        found = scored.get(id(record)) if scored is not None else None
-        for name, value in (found if found is not None else quality(record, task_for(record["model"]))).items():
+        for name, value in scored[id(record)].items():
             scores[name].append(value)
     return {
         "requests": len(records),

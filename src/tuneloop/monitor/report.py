@@ -18,7 +18,8 @@ from tuneloop.layout import MonitorDir  # noqa: E402
 
 COLUMNS = [("requests", "{:.0f}"), ("error_rate", "{:.1%}"), ("p50_latency_ms", "{:.0f}"), ("p95_latency_ms", "{:.0f}"),
            ("p99_latency_ms", "{:.0f}"), ("ttft_p50_ms", "{:.0f}"), ("tokens_per_s", "{:.1f}"), ("json_valid", "{:.1%}"),
-           ("schema_valid", "{:.1%}"), ("empty", "{:.1%}"), ("refusal", "{:.1%}"), ("length_chars", "{:.0f}")]
+           ("schema_valid", "{:.1%}"), ("empty", "{:.1%}"), ("refusal", "{:.1%}"), ("length_chars", "{:.0f}"),
+           ("harmful_rate", "{:.1%}")]
 
 
 def write_report(summary: dict, series: list[dict], out: Path, drift: dict | None = None) -> list[Path]:

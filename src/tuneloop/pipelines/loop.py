@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from tuneloop.artifacts import read_manifest
-from tuneloop.config import ModelConfig, ObjectiveConfig, PipelineConfig
+from tuneloop.config import MixConfig, ModelConfig, ObjectiveConfig, PipelineConfig
 from tuneloop.data.prepare import prepare
 from tuneloop.db import Database
 from tuneloop.db.requestlog import RequestStore
@@ -50,8 +50,11 @@ def run_loop(cfg: PipelineConfig, run_dir: Path) -> dict:
     console.rule("[bold]2/5 data")
     frozen = _test_split_of(production) or cfg.data.frozen_test
     data_dir = folders.data.root
-    report = prepare(inputs, data_dir, cfg.data.model_copy(update={"frozen_test": frozen}), cfg.task, cfg.model)
+    data_cfg = cfg.data.model_copy(update={"frozen_test": frozen, **_replay(cfg, production)})
+    report = prepare(inputs, data_dir, data_cfg, cfg.task, cfg.model)
     console.print(f"{report['splits']} (test split {'frozen from ' + str(frozen) if frozen else 'new'})")
+    if "mix" in report:
+        console.print(f"train mix drawn: {report['mix']['drawn']} (shares {report['mix']['ratios']})")
 
     console.rule("[bold]3/5 train")
     train_dir = folders.train.root
@@ -119,13 +122,27 @@ def _alias(registry: Registry, name: str, alias: str) -> dict | None:
     return next((registry.resolve(f"{name}@{alias}") for a in registry.aliases(name) if a["alias"] == alias), None)
 
 
+def _replay(cfg: PipelineConfig, production: dict | None) -> dict:
+    """data settings that mix `loop.replay` of production's train split (its rounds so far) into this round's."""
+    previous = _split_of(production, "train")
+    if not cfg.loop.replay or previous is None:
+        return {}
+    mix = cfg.data.mix or MixConfig(seed=cfg.data.seed)
+    return {"replay": [*cfg.data.replay, previous], "mix": mix.model_copy(update={"ratios": {**mix.ratios, previous: cfg.loop.replay}})}
+
+
 def _test_split_of(version: dict | None) -> Path | None:
-    """The test split the version was evaluated on (its train run's data directory)."""
+    return _split_of(version, "test")
+
+
+def _split_of(version: dict | None, split: str) -> Path | None:
+    """A split of the data the version was trained on (its train run's data directory): the test split it was
+    evaluated on, or the train split it learnt from."""
     if version is None:
         return None
     train_dir = Path(version["artifact_path"])
     try:
-        test = DataDir(Path(read_manifest(train_dir)["inputs"]["train"]["path"]).parent).test
+        path = DataDir(Path(read_manifest(train_dir)["inputs"]["train"]["path"]).parent).split(split)
     except Exception:
         return None
-    return test if test.is_file() else None
+    return path if path.is_file() else None

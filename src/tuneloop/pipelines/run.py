@@ -15,6 +15,7 @@ from pathlib import Path
 from tuneloop.artifacts import read_manifest
 from tuneloop.config import ModelConfig, PipelineConfig
 from tuneloop.data.prepare import prepare
+from tuneloop.data.readers import is_dataset_folder
 from tuneloop.errors import TuneloopError
 from tuneloop.eval.evaluate import evaluate
 from tuneloop.eval.table import metrics_table
@@ -34,7 +35,7 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path, resume: bool = False) -> di
     # Fail on a bad model reference or a missing input now, not after minutes of earlier stages.
     resolve_model(cfg.model.name)
     for path in cfg.data.inputs:
-        if not path.is_file():
+        if not path.is_file() and not is_dataset_folder(path):
             raise TuneloopError(f"{path}: input file not found (data.inputs)")
     folders = PipelineDir(run_dir)
     data_dir, train_dir, eval_dir = folders.data.root, folders.train.root, folders.eval.root

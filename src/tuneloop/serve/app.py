@@ -119,12 +119,12 @@ def create_app(catalog: Catalog, *, api_keys: list[str] | None = None, access: A
     chat, complete = (Generate(kind, catalog, metrics, request_log, limits) for kind in ("chat", "completion"))
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatRequest):
-        return await chat(body)
+    async def chat_completions(body: ChatRequest, request: Request):
+        return await chat(body, request.is_disconnected)
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest):
-        return await complete(body)
+    async def completions(body: CompletionRequest, request: Request):
+        return await complete(body, request.is_disconnected)
 
     @app.post("/v1/feedback")
     def add_feedback(body: FeedbackRequest):

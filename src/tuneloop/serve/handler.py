@@ -10,7 +10,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -47,7 +47,10 @@ class Generate:
         self.endpoint, self.catalog, self.metrics, self.log, self.limits = endpoint, catalog, metrics, request_log, limits
         self.kind = "chat.completion" if endpoint == "chat" else "text_completion"
 
-    async def __call__(self, body: ChatRequest | CompletionRequest):
+    async def __call__(self, body: ChatRequest | CompletionRequest, disconnected: Callable[[], Awaitable[bool]] | None = None):
+        """The response to one request; `disconnected` (the HTTP request's is_disconnected) lets a non-streaming
+        request stop generating when its client has gone (a client timeout, a retrying SDK), instead of
+        spending the batch on an answer nobody reads."""
         started, rid = time.perf_counter(), f"{'chatcmpl' if self.endpoint == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
         record = {"id": rid, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(), "model": body.model, "variant": None,
                   "route": None, "user": body.user, "request": body.model_dump(exclude_none=True, by_alias=True), "prompt_tokens": 0,
@@ -104,8 +107,17 @@ class Generate:
         if body.stream:
             return StreamingResponse(self._stream(body, job, events, record, started, deadline, rid, sources),
                                      media_type="text/event-stream", headers=headers)
-        async for _ in self._events(job, events, deadline):
-            pass
+        gone = asyncio.Event()
+        watcher = asyncio.create_task(_watch(job, disconnected, gone, events)) if disconnected else None
+        try:
+            async for _ in self._events(job, events, deadline):
+                pass
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+        if gone.is_set():  # 499, nginx's "client closed request": logged, never seen by the client
+            return self._fail(record, started, 499, "the client closed the connection before the answer was ready; "
+                              f"generation stopped after {job.completion_tokens} tokens", headers=headers)
         if job.finish_reason not in ("stop", "length"):
             status = 504 if job.finish_reason == "timeout" else job.status
             return self._fail(record, started, status, job.text, kind="server_error" if status >= 500 else "invalid_request_error", headers=headers)
@@ -218,6 +230,18 @@ class Generate:
         self.metrics.observe(record, self.endpoint)
         if self.log is not None:
             self.log.add(record)
+
+
+async def _watch(job: Generation, disconnected: Callable[[], Awaitable[bool]], gone: asyncio.Event, events: asyncio.Queue,
+                 every: float = 0.5) -> None:
+    """Cancel `job` once its client has disconnected (checked every `every` seconds while it runs)."""
+    while not job.finished:
+        if await disconnected():
+            gone.set()
+            job.cancelled = True  # the engine drops it at its next step
+            events.put_nowait(("gone", None))  # and the response stops waiting for it now
+            return
+        await asyncio.sleep(every)
 
 
 def _question(body) -> str:

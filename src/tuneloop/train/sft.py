@@ -102,10 +102,18 @@ def _encode(tokenizer, path: Path, cfg: TrainConfig) -> list[Encoded]:
     # Preference rows train on their chosen answer.
     rows = read_jsonl(path)
     conversations = [row.get("messages") or [*row["prompt"], *row["chosen"]] for row in rows]
+    if cfg.assistant_turns == "last":
+        conversations = [_last_answer_only(messages) for messages in conversations]
     examples = [encode_chat(tokenizer, messages, cfg.max_seq_len, row.get("tools")) for messages, row in zip(conversations, rows)]
     if cfg.loss_on == "all":  # every token is a target; the template is learned too
         examples = [Encoded(e.input_ids, list(e.input_ids), e.truncated) for e in examples]
     return [e for e in examples if e.n_target > 0]
+
+
+def _last_answer_only(messages: list[dict]) -> list[dict]:
+    """The conversation with every assistant turn but the final one marked not to learn from (weight 0)."""
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=-1)
+    return [{**m, "weight": 0} if m["role"] == "assistant" and i != last else m for i, m in enumerate(messages)]
 
 
 def _real_tokens(batch: dict) -> int:

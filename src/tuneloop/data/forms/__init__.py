@@ -6,7 +6,8 @@ Canonical forms written by the data stage:
   (TRL's conversational preference format).
 
 Input forms, one file each in this package (see base.Form): chat `messages`; `prompt`/`completion`;
-alpaca `instruction`/`input`/`output`; preference `prompt`/`chosen`/`rejected`. Field names are
+alpaca `instruction`/`input`/`output`; preference `prompt`/`chosen`/`rejected`; ShareGPT `conversations`
+of `from`/`value` turns. Field names are
 configurable (`data.fields`). Every module lists its forms in `FORMS` and they are collected here, so a
 new input form is one new file (plus its name in config.DataConfig.form; a test checks that the two agree).
 """
@@ -46,7 +47,8 @@ def canonicalise(row: Any, form: str, fields: FieldNames) -> tuple[dict | None, 
         return None, None, Rejection("not_an_object", f"row is a JSON {type(row).__name__}, expected an object")
     detected = detect_form(row, fields) if form == "auto" else form
     if detected is None:
-        names = f"'{fields.messages}', '{fields.prompt}'/'{fields.completion}', '{fields.instruction}'/'{fields.output}' or '{fields.chosen}'/'{fields.rejected}'"
+        names = (f"'{fields.messages}', '{fields.prompt}'/'{fields.completion}', '{fields.instruction}'/'{fields.output}', "
+                 f"'{fields.chosen}'/'{fields.rejected}' or '{fields.conversations}'")
         return None, None, Rejection("missing_messages", f"row has none of {names}", fields.messages)
     allowed = forms()[detected].keys(fields) | EXTRA_KEYS
     unknown = sorted(set(row) - allowed)
