@@ -163,6 +163,9 @@ class SynthConfig(Strict):
     shots: int = Field(3, ge=0, le=20)  # seed examples shown with each request for new inputs
     max_chars: int = Field(2000, gt=0, le=100_000)  # longest input the teacher may write (a schema bound)
     min_words: int = Field(3, ge=1, le=1000)  # shorter inputs are dropped (rule too_short): a small teacher's fragments
+    # Cosine similarity (the embedded MiniLM) a paraphrase must keep to its seed, and a new input to the closest
+    # seed it was shown with; under it the row is dropped (rule off_topic). None = no check.
+    min_similarity: float | None = Field(0.4, ge=-1, le=1)
     max_requests: int | None = Field(None, gt=0)  # budget: requests (earlier runs of a resumed file included)
     max_total_tokens: int | None = Field(None, gt=0)  # budget: prompt + completion tokens the teacher reports
     # A judge (the same endpoint) scores every row 0-10; rows under threshold * 10 are dropped. None = no judge.

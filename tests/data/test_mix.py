@@ -39,6 +39,7 @@ def test_without_replacement_the_scarcest_source_sets_the_size(tmp_path):
     assert len(unused) == report["mix"]["unused"] == 60 and {r["metadata"]["source"] for r in unused} == {str(a)}
     assert not {r["metadata"]["line"] for r in unused} & {r["metadata"]["line"] for r in train if r["metadata"]["source"] == str(a)}
     assert report["rows_in"] == 140 == report["kept"] + report["rejected"]
+    assert "Train mix (80 rows drawn, without replacement, 0 repeats, 60 kept rows unused)" in (tmp_path / "out" / "report.html").read_text()
     again = prepare([a, b], tmp_path / "again", cfg, TASK)
     assert lines(tmp_path / "again" / "train.jsonl") == train and again["mix"] == report["mix"]  # seeded
 

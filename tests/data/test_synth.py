@@ -24,13 +24,15 @@ from tuneloop.data.prepare import prepare
 from tuneloop.data.rowwork import dedup_text
 from tuneloop.data.synth import synthesise
 from tuneloop.data.synth.plan import plan
+from tuneloop.data.synth.rows import similarity
 from tuneloop.data.synth.seeds import read_seeds
 from tuneloop.errors import TuneloopError
 from tuneloop.server import ServeOptions, build_app
 from tuneloop.serve.handler import Limits
 
 TUNELOOP = str(Path(sys.executable).parent / "tuneloop")
-SMALL = {"data.synth.rows": 12, "data.synth.per_request": 2, "data.synth.max_chars": 40, "data.synth.teacher.max_tokens": 160}
+# The random model's text is nowhere near its seeds: the similarity check is tested on its own below.
+SMALL = {"data.synth.rows": 12, "data.synth.min_similarity": None, "data.synth.per_request": 2, "data.synth.max_chars": 40, "data.synth.teacher.max_tokens": 160}
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +85,7 @@ def test_rows_from_a_real_server_pass_the_data_stage_and_stay_out_of_val_and_tes
     rows = [json.loads(line) for line in (tmp_path / "synth.jsonl").read_text().splitlines()]
     counts, requests = report["rows"], report["requests"]
     assert requests["planned"] == requests["done"] == sum(requests["by_status"].values())
-    assert counts["asked"] == 12 and counts["asked"] >= counts["returned"] == counts["written"] + counts["judged_out"] + counts["too_short"]
+    assert counts["asked"] == 12 and counts["asked"] >= counts["returned"] == counts["written"] + counts["judged_out"] + counts["too_short"] + counts["off_topic"]
     assert counts["written"] == len(rows) > 0
     dropped = Counter(json.loads(line)["rule"] for line in (tmp_path / "synth.rejected.jsonl").read_text().splitlines())
     assert dropped["judge_score"] == counts["judged_out"] and dropped["too_short"] == counts["too_short"]
@@ -109,7 +111,7 @@ def test_a_killed_run_resumes_without_asking_a_recorded_request_again(tmp_path, 
     command = [TUNELOOP, "data", "synth", str(tmp_path / "pipeline.yaml"), "--out", str(tmp_path / "synth.jsonl"),
                "--teacher-url", url, "--teacher-model", str(tiny_model_dir), "--rows", "12"]
     pipeline = tmp_path / "pipeline.yaml"
-    synth = "synth: {per_request: 2, max_chars: 40, teacher: {max_tokens: 160, concurrency: 2}}"
+    synth = "synth: {per_request: 2, max_chars: 40, min_similarity: null, teacher: {max_tokens: 160, concurrency: 2}}"
     pipeline.write_text(pipeline.read_text().replace("seed: 0}", f"seed: 0, {synth}}}"))
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     records = tmp_path / "synth.requests.jsonl"
@@ -148,7 +150,7 @@ class Flaky(BaseHTTPRequestHandler):
             self._send(503, {"error": {"message": "busy"}})
         else:
             n = body["response_format"]["json_schema"]["schema"]["properties"]["inputs"]["minItems"]
-            content = json.dumps({"inputs": [f"rewrite {i} of {key.split(chr(10))[3]}" for i in range(n)]})
+            content = json.dumps({"inputs": [f"rewrite {i} of {key.split(chr(10))[4]}" for i in range(n)]})
             self._send(200, {"choices": [{"message": {"role": "assistant", "content": content}}], "usage": {"total_tokens": 10}})
 
     def _send(self, status, payload, headers=None):
@@ -168,7 +170,7 @@ def test_retries_back_off_and_the_budget_stops_and_resumes(tmp_path, tiny_model_
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     try:
-        cfg = project(tmp_path, (url, None), tiny_model_dir, **{"data.synth.paraphrase": 1.0, "data.synth.rows": 3,
+        cfg = project(tmp_path, (url, None), tiny_model_dir, **{"data.synth.paraphrase": 1.0, "data.synth.rows": 3, "data.synth.min_similarity": 0.4,
                                                                  "data.synth.max_requests": 2})
         first = synthesise(cfg.data, cfg.task, tmp_path / "synth.jsonl")
         assert first["requests"]["done"] == 2 and first["requests"]["not_sent_budget"] == 1 and first["budget"]["exhausted"]
@@ -212,6 +214,7 @@ def test_prepare_rejects_a_paraphrase_of_a_test_row_and_copies_of_real_rows(tmp_
     rejected = [json.loads(line) for line in (tmp_path / "mixed" / "rejected.jsonl").read_text().splitlines()]
     leak = next(r for r in rejected if r["rule"] == "test_leakage")
     assert leak["line"] == 1 and leak["source"] == str(tmp_path / "synth.jsonl") and "test split" in leak["reason"]
+    assert "Synthetic rows (3 in = 1 kept in train + 2 rejected)" in (tmp_path / "mixed" / "report.html").read_text()
     train = [json.loads(line) for line in (tmp_path / "mixed" / "train.jsonl").read_text().splitlines()]
     kept = [r for r in train if r["metadata"]["source"] == "synthetic"]
     assert [r["metadata"]["line"] for r in kept] == [2] and kept[0]["metadata"]["file"] == str(tmp_path / "synth.jsonl")
@@ -221,3 +224,10 @@ def write_cfg(tmp_path: Path, tiny_model_dir) -> Path:
     path = tmp_path / "pipeline.yaml"
     path.write_text(TINY_PIPELINE.format(model=tiny_model_dir))
     return path
+
+
+def test_rewrites_that_lose_the_seed_s_meaning_are_dropped_as_off_topic():
+    seed = "The parcel I ordered two weeks ago has still not arrived."
+    kept, fragment, other = similarity(["My package from two weeks back never showed up.", "{{% tabs %} %}{{% intro %} %}",
+                                        "Your denim jeans are awesome for a summer look."], [seed])
+    assert kept > 0.4 > max(fragment, other)

@@ -133,6 +133,8 @@ def test_replay_keeps_what_an_earlier_round_taught(tmp_path, tiny_model_dir):
     mix = json.loads((tmp_path / "round3" / "data" / "report.json").read_text())["mix"]
     previous = str((tmp_path / "round1" / "data" / "train.jsonl").resolve())
     assert mix["drawn"][previous] == mix["drawn"]["(other sources)"] == mix["rows"] // 2
+    print(f"category_accuracy: round 1 {taught:.3f}, without replay {forgetful['candidate_metrics']['category_accuracy']:.3f}, "
+          f"with replay {replayed['candidate_metrics']['category_accuracy']:.3f}")
     assert replayed["candidate_metrics"]["category_accuracy"] >= 0.6, (taught, replayed["candidate_metrics"])
     assert all(gate["passed"] for gate in replayed["gates"]) and not all(gate["passed"] for gate in forgetful["gates"])
     assert split_rows(tmp_path / "round3") == split_rows(tmp_path / "round1")

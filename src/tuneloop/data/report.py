@@ -126,6 +126,18 @@ def _html(report: dict, images: list[str]) -> str:
     ]
     if report.get("harmful_content"):
         sections += _harmful(report["harmful_content"])
+    if report.get("synthetic"):
+        made = report["synthetic"]
+        sections += [f"<h2>Synthetic rows ({made['rows_in']} in = {made['kept']} kept in train + {made['rejected']} rejected)</h2>",
+                     _table(list(made["rejected_by_rule"].items()), ("rule", "rows")),
+                     _table(list(made["labels"].items()), ("label of kept rows", "rows"))]
+    if report.get("mix"):
+        mix = report["mix"]
+        sections += [f"<h2>Train mix ({mix['rows']} rows drawn, {'with' if mix['replace'] else 'without'} replacement, "
+                     f"{mix['repeated']} repeats, {mix['unused']} kept rows unused)</h2>",
+                     _table([(g, mix["available"][g], mix["ratios"][g], mix["drawn"][g], mix["drawn_ratio"][g]) for g in mix["drawn"]],
+                            ("source", "train rows", "share asked", "drawn", "share drawn"))]
+        sections += [f"<p>{html.escape(note)}</p>" for note in mix["notes"]]
     if report.get("tokens"):
         tokens = report["tokens"]
         sections += ["<h2>Token lengths</h2>", _table([(s, *v.values()) for s, v in tokens.items() if isinstance(v, dict)], ("split", "min", "median", "p95", "max")),

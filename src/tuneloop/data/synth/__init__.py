@@ -18,7 +18,7 @@ from tuneloop.artifacts import write_json
 from tuneloop.config import DataConfig, SynthConfig, TaskConfig
 from tuneloop.data.synth.journal import Journal, sidecar
 from tuneloop.data.synth.plan import Request, plan
-from tuneloop.data.synth.rows import judge, make_row, parse
+from tuneloop.data.synth.rows import judge, make_row, parse, similarity
 from tuneloop.data.synth.seeds import read_seeds, read_unlabeled
 from tuneloop.data.synth.teacher import Budget, Teacher
 from tuneloop.errors import TuneloopError
@@ -77,7 +77,8 @@ def _one(request: Request, teacher: Teacher, task: TaskConfig, cfg: SynthConfig,
     reply = teacher.ask(request.messages, request.schema, seed=cfg.seed * 1_000_003 + index)
     if reply is None:
         return None
-    record = {"key": request.key, "kind": request.kind, "asked": request.n, "returned": 0, "rows": 0, "too_short": 0, "judged_out": 0,
+    record = {"key": request.key, "kind": request.kind, "asked": request.n, "returned": 0, "rows": 0, "too_short": 0, "off_topic": 0,
+              "judged_out": 0,
               "tokens": reply.tokens, "requests": 1, "attempts": reply.attempts, "status": "ok", "error": reply.error}
     if reply.content is None:
         record["status"] = "failed"
@@ -87,11 +88,15 @@ def _one(request: Request, teacher: Teacher, task: TaskConfig, cfg: SynthConfig,
         record.update(status="unparsed", error=problem)
         return [], [], record
     rows, rejected = [], []
-    for text, answer in pairs:
+    close = similarity([text for text, _ in pairs], request.references) if cfg.min_similarity is not None else [1.0] * len(pairs)
+    for (text, answer), score in zip(pairs, close):
         row = make_row(request, text, answer, teacher)
-        if len(text.split()) < cfg.min_words:
-            rejected.append({"rule": "too_short", "reason": f"{len(text.split())} words < min_words {cfg.min_words}", "row": row})
-            record["too_short"] += 1
+        if len(text.split()) < cfg.min_words or (cfg.min_similarity is not None and score < cfg.min_similarity):
+            rule = "too_short" if len(text.split()) < cfg.min_words else "off_topic"
+            why = (f"{len(text.split())} words < min_words {cfg.min_words}" if rule == "too_short" else
+                   f"similarity {score:.2f} to the {'seed' if request.seed else 'closest example'} < min_similarity {cfg.min_similarity:g}")
+            rejected.append({"rule": rule, "reason": why, "row": row})
+            record[rule] += 1
             continue
         if cfg.judge_threshold is not None:
             score, tokens = judge(teacher, task, row)
@@ -103,7 +108,7 @@ def _one(request: Request, teacher: Teacher, task: TaskConfig, cfg: SynthConfig,
                 rejected.append({"rule": "judge_score", "reason": why, "row": row})
                 continue
         rows.append(row)
-    record.update(returned=len(pairs), rows=len(rows), judged_out=len(rejected) - record["too_short"])
+    record.update(returned=len(pairs), rows=len(rows), judged_out=len(rejected) - record["too_short"] - record["off_topic"])
     return rows, rejected, record
 
 
@@ -111,7 +116,7 @@ def _report(out, cfg, journal, now, budget, seeds, skipped, unlabeled, requests,
     records = list(journal.done.values())
     total = Counter()
     for record in records:
-        total.update({k: record.get(k, 0) for k in ("asked", "returned", "rows", "too_short", "judged_out")})
+        total.update({k: record.get(k, 0) for k in ("asked", "returned", "rows", "too_short", "off_topic", "judged_out")})
     written = journal.rows_written()
     if written != total["rows"]:
         raise RuntimeError(f"bug: {out} holds {written} rows but its requests recorded {total['rows']}")
@@ -123,8 +128,8 @@ def _report(out, cfg, journal, now, budget, seeds, skipped, unlabeled, requests,
         "requests": {"planned": len(requests), "done": len(records), "done_this_run": now["done"],
                      "by_status": dict(Counter(r["status"] for r in records)), "failed_this_run": now["failed"],
                      "not_sent_budget": now["skipped_budget"], "removed_unrecorded_rows": journal.removed},
-        # asked = returned + lost in replies; returned = written + too_short + judged_out; written = lines in the file
-        "rows": {"asked": total["asked"], "returned": total["returned"], "too_short": total["too_short"],
+        # asked = returned + lost in replies; returned = written + too_short + off_topic + judged_out; written = lines in the file
+        "rows": {"asked": total["asked"], "returned": total["returned"], "too_short": total["too_short"], "off_topic": total["off_topic"],
                  "judged_out": total["judged_out"], "written": written},
         "budget": {"requests": budget.requests, "tokens": budget.tokens, "max_requests": cfg.max_requests,
                    "max_total_tokens": cfg.max_total_tokens, "exhausted": budget.exhausted()},

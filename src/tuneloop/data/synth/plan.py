@@ -35,6 +35,7 @@ class Request:
     where: str | None = None  # answer: the unlabeled input's file:line
     input: str | None = None  # answer: the unlabeled input
     shots: list[str] = field(default_factory=list)  # balance: file:line of the seeds shown
+    references: list[str] = field(default_factory=list)  # inputs a new row must stay close to (the seed, or the shots)
 
 
 def plan(seeds: list[Seed], unlabeled: list[tuple[str, str]], cfg: SynthConfig, task: TaskConfig) -> tuple[list[Request], list[str]]:
@@ -65,7 +66,8 @@ def _paraphrases(seeds: list[Seed], total: int, cfg: SynthConfig, task: TaskConf
                       f'Reply as JSON: {{"inputs": [{n} strings]}}.')
             schema = {"type": "object", "additionalProperties": False, "required": ["inputs"],
                       "properties": {"inputs": {"type": "array", "minItems": n, "maxItems": n, "items": {"type": "string", "minLength": 1, "maxLength": cfg.max_chars}}}}
-            requests.append(Request(f"paraphrase:{seed.key[:16]}:{part}", "paraphrase", _messages(prompt), schema, n, seed=seed))
+            requests.append(Request(f"paraphrase:{seed.key[:16]}:{part}", "paraphrase", _messages(prompt), schema, n, seed=seed,
+                                    references=[seed.input]))
     return requests
 
 
@@ -91,7 +93,8 @@ def _balance(seeds: list[Seed], total: int, cfg: SynthConfig, task: TaskConfig) 
                                    "answer": _answer_schema(task, label)}}
             schema = {"type": "object", "additionalProperties": False, "required": ["examples"],
                       "properties": {"examples": {"type": "array", "minItems": n, "maxItems": n, "items": item}}}
-            requests.append(Request(key, "balance", _messages(prompt), schema, n, label=label, shots=[s.where for s in shots]))
+            requests.append(Request(key, "balance", _messages(prompt), schema, n, label=label, shots=[s.where for s in shots],
+                                    references=[s.input for s in shots]))
     return requests
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 
 from tuneloop.config import TaskConfig
 from tuneloop.data.synth.plan import Request
@@ -65,6 +66,20 @@ def judge(teacher: Teacher, task: TaskConfig, row: dict) -> tuple[float | None, 
         return min(max(float(score) / 10, 0.0), 1.0), reply.tokens
     except (ValueError, KeyError, TypeError):
         return None, reply.tokens
+
+
+_EMBED = threading.Lock()  # one encoder, many request threads
+
+
+def similarity(texts: list[str], references: list[str]) -> list[float]:
+    """Each text's cosine similarity to its closest reference (the embedded MiniLM)."""
+    if not texts or not references:
+        return [1.0] * len(texts)
+    from tuneloop.models.embed import embed
+
+    with _EMBED:
+        vectors, anchors = embed(texts), embed(references)
+    return [float(v) for v in (vectors @ anchors.T).max(axis=1)]
 
 
 def _answer_text(answer) -> str:
