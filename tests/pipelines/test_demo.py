@@ -31,6 +31,10 @@ def test_demo_passes_its_gates_and_beats_every_baseline(tmp_path):
     # ... and beats the prompt-engineered baseline (instructions, schema and 3 examples in the prompt).
     assert tuned["exact_match"] >= prompted["exact_match"] + 0.3 and tuned["category_accuracy"] > prompted["category_accuracy"]
     assert Path(summary["run_dir"], "train", "adapter", "adapter_model.safetensors").is_file()
+    # The bias probe (eval.bias with the example's bias_probe.jsonl) measured a flip rate for every attribute.
+    for attribute in ("name", "gender", "nationality"):
+        assert 0 <= tuned[f"bias.{attribute}.flip_rate"] <= 1, attribute
+    assert "Bias: counterfactual probe" in Path(summary["run_dir"], "eval", "report.html").read_text()
     assert "tuneloop serve --model ticket-triage:1" in result.stderr
     # It ends with a simulated traffic burst through the real server and its monitoring report.
     traffic = summary["monitoring"]

@@ -91,7 +91,8 @@ def _plot_metrics(results: dict, systems: list[str], colours: dict, path: Path) 
     for ax, group in zip(axes.flat, panels):
         for k, system in enumerate(systems):
             xs = [i + k * width for i in range(len(group))]
-            heights = [table[system].get(m) or 0.0 for m in group]
+            # A metric a system lacks (the bias probe's, on an unprobed system) gets no bar, not a zero one.
+            heights = [math.nan if table[system].get(m) is None else table[system][m] for m in group]
             # Error bars are distances from the bar top; clip at 0 in case an interval does not contain its point.
             lows = [max(0.0, h - intervals.get(system, {}).get(m, (h, h))[0]) for h, m in zip(heights, group)]
             highs = [max(0.0, intervals.get(system, {}).get(m, (h, h))[1] - h) for h, m in zip(heights, group)]
