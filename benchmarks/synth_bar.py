@@ -4,8 +4,8 @@ half way and rerun, then `tuneloop data prepare` on every ticket plus the synthe
 
     .venv/bin/python benchmarks/synth_bar.py [--out /tmp/synth-bar] [--rows 200]
 
-Prints (and writes OUT/bar.json): requests asked of the server (from its request log) against requests
-planned, the synth report's counts, the data report's synthetic counts, and the overlap of kept synthetic
+Prints (and writes OUT/bar.json): requests asked of the server (from its request log, by status) against
+requests planned, the synth report's counts, the data report's synthetic counts, and the overlap of kept synthetic
 rows with the test split (exact keys and MinHash near duplicates at the data stage's threshold).
 """
 
@@ -75,7 +75,7 @@ def main() -> None:
         raise SystemExit(prepared.stdout[-3000:] + prepared.stderr[-3000:])
     data_report = json.loads(prepared.stdout.strip().splitlines()[-1])
     result = {"requests_planned": synth_report["requests"]["planned"], "requests_recorded_at_kill": killed_at,
-              "requests_served": _lines(log), "synth": synth_report["rows"], "by_status": synth_report["requests"]["by_status"],
+              "requests_served": _lines(log), "served_by_status": _statuses(log), "synth": synth_report["rows"], "by_status": synth_report["requests"]["by_status"],
               "synth_wall_s": round(synth_s), "data_synthetic": data_report["synthetic"], "test_overlap": _overlap(out / "data")}
     (out / "bar.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
@@ -98,6 +98,15 @@ def _overlap(data: Path) -> dict:
     return {"kept_synthetic": len(synthetic), "exact_in_test": sum(normalised_key(normalise(dedup_text(r))) in keys for r in synthetic),
             "jaccard_to_nearest_test_row_max": round(max(nearest, default=0.0), 3),
             "at_or_over_0.8": sum(j >= 0.8 for j in nearest), "over_0.6": sum(j > 0.6 for j in nearest)}
+
+
+def _statuses(path: Path) -> dict:
+    counts: dict = {}
+    for line in open(path):
+        if line.strip():
+            status = json.loads(line)["status"]
+            counts[status] = counts.get(status, 0) + 1
+    return counts
 
 
 def _lines(path: Path) -> int:

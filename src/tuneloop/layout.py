@@ -62,6 +62,30 @@ class DataDir:
     review_html = _at("review.html")
 
 
+@dataclass(frozen=True)
+class DatasetsFolder:
+    """An input folder written by Hugging Face datasets' `save_to_disk` (its names, not ours, read by data/readers.py)."""
+
+    root: Path
+
+    state = _at("state.json", "A Dataset: its Arrow shards (`_data_files`).")
+    splits = _at("dataset_dict.json", "A DatasetDict: its split names, each a Dataset folder.")
+
+
+@dataclass(frozen=True)
+class SynthFile:
+    """What `tuneloop data synth --out FILE` writes beside FILE (the synthetic rows themselves)."""
+
+    out: Path
+
+    def _beside(self, name: str) -> Path:
+        return self.out.with_name(self.out.stem + name)
+
+    requests = property(lambda self: self._beside(".requests.jsonl"), doc="One record per finished request: what resumes.")
+    rejected = property(lambda self: self._beside(".rejected.jsonl"), doc="Rows dropped by too_short, off_topic, judge_score.")
+    report = property(lambda self: self._beside(".report.json"), doc="The counts of the run.")
+
+
 CHECKPOINT = re.compile(r"step-(\d+)")
 
 

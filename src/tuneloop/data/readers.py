@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.errors import TuneloopError
+from tuneloop.layout import DatasetsFolder
 
 
 @dataclass
@@ -128,7 +129,8 @@ def _read_parquet(path: Path) -> Iterator[RawRow]:
 
 # --- Hugging Face `datasets` folders (Dataset.save_to_disk, DatasetDict.save_to_disk) ----------------
 def is_dataset_folder(path: Path) -> bool:
-    return Path(path).is_dir() and any((Path(path) / name).is_file() for name in ("state.json", "dataset_dict.json"))
+    folder = DatasetsFolder(Path(path))
+    return Path(path).is_dir() and (folder.state.is_file() or folder.splits.is_file())
 
 
 def input_bytes(path: Path) -> int:
@@ -139,16 +141,17 @@ def input_bytes(path: Path) -> int:
 
 def dataset_splits(path: Path) -> list[Path]:
     """The Dataset folders to read: the folder itself, or each split of a DatasetDict in its listed order."""
-    if (path / "state.json").is_file():
+    folder = DatasetsFolder(path)
+    if folder.state.is_file():
         return [path]
-    if not (path / "dataset_dict.json").is_file():
+    if not folder.splits.is_file():
         raise TuneloopError(f"{path}: a folder is an input only when Hugging Face datasets wrote it with save_to_disk "
                             "(state.json or dataset_dict.json inside); otherwise give the data files in it")
     try:
-        splits = json.loads((path / "dataset_dict.json").read_text())["splits"]
+        splits = json.loads(folder.splits.read_text())["splits"]
     except (ValueError, KeyError, TypeError):
-        raise TuneloopError(f"{path}/dataset_dict.json: not a datasets split list") from None
-    missing = [s for s in splits if not (path / s / "state.json").is_file()]
+        raise TuneloopError(f"{folder.splits}: not a datasets split list") from None
+    missing = [s for s in splits if not DatasetsFolder(path / s).state.is_file()]
     if missing:
         raise TuneloopError(f"{path}: split folder(s) {missing} named in dataset_dict.json have no state.json")
     return [path / split for split in splits]
@@ -161,9 +164,9 @@ def _read_dataset(folder: Path) -> Iterator[RawRow]:
     import pyarrow as pa
 
     try:
-        shards = [entry["filename"] for entry in json.loads((folder / "state.json").read_text())["_data_files"]]
+        shards = [entry["filename"] for entry in json.loads(DatasetsFolder(folder).state.read_text())["_data_files"]]
     except (ValueError, KeyError, TypeError):
-        raise TuneloopError(f"{folder}/state.json: no list of data files (_data_files); was it written by save_to_disk?") from None
+        raise TuneloopError(f"{DatasetsFolder(folder).state}: no list of data files (_data_files); was it written by save_to_disk?") from None
     source, number = str(folder), 0
     for shard in shards:
         try:

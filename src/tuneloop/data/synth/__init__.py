@@ -16,12 +16,13 @@ from pathlib import Path
 
 from tuneloop.artifacts import write_json
 from tuneloop.config import DataConfig, SynthConfig, TaskConfig
-from tuneloop.data.synth.journal import Journal, sidecar
+from tuneloop.data.synth.journal import Journal
 from tuneloop.data.synth.plan import Request, plan
 from tuneloop.data.synth.rows import judge, make_row, parse, similarity
 from tuneloop.data.synth.seeds import read_seeds, read_unlabeled
 from tuneloop.data.synth.teacher import Budget, Teacher
 from tuneloop.errors import TuneloopError
+from tuneloop.layout import SynthFile
 from tuneloop.ui import console, progress
 
 
@@ -68,7 +69,7 @@ def synthesise(data: DataConfig, task: TaskConfig, out: Path) -> dict:
         journal.close()
         teacher.close()
     report = _report(out, cfg, journal, now, budget, seeds, skipped, unlabeled, requests, notes, started)
-    write_json(out.with_name(f"{out.stem}.report.json"), report)
+    write_json(SynthFile(out).report, report)
     return report
 
 
@@ -121,7 +122,7 @@ def _report(out, cfg, journal, now, budget, seeds, skipped, unlabeled, requests,
     if written != total["rows"]:
         raise RuntimeError(f"bug: {out} holds {written} rows but its requests recorded {total['rows']}")
     return {
-        "out": str(out), "requests_file": str(sidecar(out, "requests")), "rejected_file": str(sidecar(out, "rejected")),
+        "out": str(out), "requests_file": str(journal.requests), "rejected_file": str(journal.rejected),
         "teacher": {"base_url": cfg.teacher.base_url, "model": cfg.teacher.model},
         "seeds": {"used": len(seeds), "skipped": len(skipped), "skipped_why": dict(Counter(s.reason for s in skipped)),
                   "unlabeled_inputs": len(unlabeled)},

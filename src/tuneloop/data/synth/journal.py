@@ -13,15 +13,12 @@ import os
 from pathlib import Path
 
 from tuneloop.artifacts import write_jsonl
-
-
-def sidecar(out: Path, name: str) -> Path:
-    return out.with_name(f"{out.stem}.{name}.jsonl")
+from tuneloop.layout import SynthFile
 
 
 class Journal:
     def __init__(self, out: Path):
-        self.out, self.requests, self.rejected = out, sidecar(out, "requests"), sidecar(out, "rejected")
+        self.out, self.requests, self.rejected = out, SynthFile(out).requests, SynthFile(out).rejected
         out.parent.mkdir(parents=True, exist_ok=True)
         for path in (out, self.requests, self.rejected):
             _cut_torn_line(path)
