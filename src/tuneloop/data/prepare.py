@@ -6,7 +6,7 @@ harmful content (all per row, in worker processes: `rowwork.py`) -> drop exact a
 and rows leaking into a frozen test split (here, in input order: the first copy is kept). Kept rows are
 spooled to disk, so memory holds only what deduplication and the split need. Then split (stratified on
 the first label field), write the splits from the spool, and write the report. Invariant, checked before returning:
-rows in = rows in train + val + new test rows + rows in rejected.jsonl.
+rows in = distinct rows in train + val + new test rows (+ unused.jsonl under data.mix) + rows in rejected.jsonl.
 """
 
 from __future__ import annotations
