@@ -64,7 +64,7 @@ def synthesise(data: DataConfig, task: TaskConfig, out: Path) -> dict:
                 journal.record(rows, rejected, record)
                 now["done"] += 1
                 now[record["status"]] += 1
-                bar.update(bar_id, advance=1, info=f"{journal.rows_written():,} rows")
+                bar.update(bar_id, advance=1, info=f"{journal.written:,} rows")
     finally:
         journal.close()
         teacher.close()
@@ -119,8 +119,8 @@ def _report(out, cfg, journal, now, budget, seeds, skipped, unlabeled, requests,
     for record in records:
         total.update({k: record.get(k, 0) for k in ("asked", "returned", "rows", "too_short", "off_topic", "judged_out")})
     written = journal.rows_written()
-    if written != total["rows"]:
-        raise RuntimeError(f"bug: {out} holds {written} rows but its requests recorded {total['rows']}")
+    if not written == total["rows"] == journal.written:
+        raise RuntimeError(f"bug: {out} holds {written} rows but its requests recorded {total['rows']} ({journal.written} counted)")
     return {
         "out": str(out), "requests_file": str(journal.requests), "rejected_file": str(journal.rejected),
         "teacher": {"base_url": cfg.teacher.base_url, "model": cfg.teacher.model},
