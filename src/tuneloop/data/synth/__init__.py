@@ -92,25 +92,36 @@ def _one(request: Request, teacher: Teacher, task: TaskConfig, cfg: SynthConfig,
     close = similarity([text for text, _ in pairs], request.references) if cfg.min_similarity is not None else [1.0] * len(pairs)
     for (text, answer), score in zip(pairs, close):
         row = make_row(request, text, answer, teacher)
-        if len(text.split()) < cfg.min_words or (cfg.min_similarity is not None and score < cfg.min_similarity):
-            rule = "too_short" if len(text.split()) < cfg.min_words else "off_topic"
-            why = (f"{len(text.split())} words < min_words {cfg.min_words}" if rule == "too_short" else
-                   f"similarity {score:.2f} to the {'seed' if request.seed else 'closest example'} < min_similarity {cfg.min_similarity:g}")
-            rejected.append({"rule": rule, "reason": why, "row": row})
-            record[rule] += 1
-            continue
-        if cfg.judge_threshold is not None:
-            score, tokens = judge(teacher, task, row)
+        dropped = _filtered(text, score, request, cfg)
+        if dropped is None and cfg.judge_threshold is not None:
+            judged, tokens = judge(teacher, task, row)
             record["tokens"] += tokens
             record["requests"] += 1
-            row["metadata"]["judge_score"] = score
-            if score is None or score < cfg.judge_threshold:
-                why = "the judge gave no score" if score is None else f"judge score {score:.1f} < threshold {cfg.judge_threshold:g}"
-                rejected.append({"rule": "judge_score", "reason": why, "row": row})
-                continue
+            row["metadata"]["judge_score"] = judged
+            if judged is None or judged < cfg.judge_threshold:
+                why = "the judge gave no score" if judged is None else f"judge score {judged:.1f} < threshold {cfg.judge_threshold:g}"
+                dropped = ("judge_score", why)
+        if dropped is not None:
+            rejected.append({"rule": dropped[0], "reason": dropped[1], "row": row})
+            record[COUNTED[dropped[0]]] += 1
+            continue
         rows.append(row)
-    record.update(returned=len(pairs), rows=len(rows), judged_out=len(rejected) - record["too_short"] - record["off_topic"])
+    record.update(returned=len(pairs), rows=len(rows))
     return rows, rejected, record
+
+
+COUNTED = {"too_short": "too_short", "off_topic": "off_topic", "judge_score": "judged_out"}  # rule -> record field
+
+
+def _filtered(text: str, similarity_score: float, request: Request, cfg: SynthConfig) -> tuple[str, str] | None:
+    """(rule, reason) when a row is too short or strays from its seed / examples; None when it stays."""
+    words = len(text.split())
+    if words < cfg.min_words:
+        return "too_short", f"{words} words < min_words {cfg.min_words}"
+    if cfg.min_similarity is not None and similarity_score < cfg.min_similarity:
+        return "off_topic", (f"similarity {similarity_score:.2f} to the {'seed' if request.seed else 'closest example'} "
+                             f"< min_similarity {cfg.min_similarity:g}")
+    return None
 
 
 def _report(out, cfg, journal, now, budget, seeds, skipped, unlabeled, requests, notes, started) -> dict:
