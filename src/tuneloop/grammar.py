@@ -176,6 +176,7 @@ def _table(tokenizer, vocab_size: int):
     with _LOCK:
         tables = _TABLES.setdefault(tokenizer, {})
         if vocab_size not in tables:
-            end = [i for i in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")) if isinstance(i, int)]
-            tables[vocab_size] = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=sorted(set(end)))
+            from tuneloop.models.chat import stop_ids
+
+            tables[vocab_size] = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=stop_ids(tokenizer))
         return tables[vocab_size]

@@ -87,9 +87,9 @@ def test_f16_export_is_close(original, tiny_model_dir, tmp_path):
         torch.testing.assert_close(_logits(loaded, ids), _logits(original, ids), rtol=0, atol=2e-3)
 
 
-def test_non_llama_architecture_is_refused(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2"}))
-    with pytest.raises(TuneloopError, match="only Llama-architecture.*LlamaForCausalLM.*Qwen2ForCausalLM"):
+def test_an_architecture_the_exporter_does_not_write_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2"}))
+    with pytest.raises(TuneloopError, match="writes LlamaForCausalLM.*Qwen3ForCausalLM.*is Gemma2ForCausalLM.*convert_hf_to_gguf"):
         export_gguf(tmp_path, tmp_path / "out.gguf")
     assert not (tmp_path / "out.gguf").exists()
 

@@ -64,8 +64,10 @@ class LengthChecker:
         self.over_length = over_length
 
     def render(self, row: dict) -> str:
+        from tuneloop.models.chat import render_chat
+
         conversation = row["messages"] if "messages" in row else [*row["prompt"], *row["chosen"]]
-        return self.tokenizer.apply_chat_template([{"role": m["role"], "content": m["content"]} for m in conversation], tokenize=False)
+        return render_chat(self.tokenizer, conversation)
 
     def __call__(self, row: dict) -> tuple[int, bool, Rejection | None]:
         n = len(self.tokenizer(self.render(row), add_special_tokens=False)["input_ids"])

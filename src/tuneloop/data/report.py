@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tuneloop.layout import DataDir  # noqa: E402
-from tuneloop.models.chat import IGNORE, encode_chat  # noqa: E402
+from tuneloop.models.chat import IGNORE, encode_chat, end_of_turn_id  # noqa: E402
 
 
 def write_report(report: dict, out: Path, assignment: dict[str, list[int]], lengths: list, tokenizer) -> list[Path]:
@@ -56,7 +56,7 @@ def _rendered(row: dict, tokenizer) -> dict:
     return {
         "rendered": tokenizer.decode(encoded.input_ids),
         "trained": tokenizer.decode(trained),
-        "end_of_turn_trained": tokenizer.eos_token_id in trained,
+        "end_of_turn_trained": end_of_turn_id(tokenizer) in trained,
     }
 
 

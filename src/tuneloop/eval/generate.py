@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from tuneloop.models.chat import stop_ids
 from tuneloop.ui import progress
 
 
@@ -26,7 +27,7 @@ def generate(
             batch = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
             output = model.generate(
                 **batch, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
-                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_ids(tokenizer),
                 logits_processor=_constraints(model, tokenizer, [grammars[i] for i in chunk], batch) if grammars else None,
             )
             new_tokens = output[:, batch["input_ids"].shape[1]:]
@@ -43,4 +44,4 @@ def _constraints(model, tokenizer, grammars: list[str | None], batch):
 
     vocab = model.get_output_embeddings().weight.shape[0]
     matchers = [Constraint(tokenizer, g, vocab) if g is not None else None for g in grammars]
-    return LogitsProcessorList([ConstrainedLogits(matchers, batch["input_ids"].shape[1], [tokenizer.eos_token_id])])
+    return LogitsProcessorList([ConstrainedLogits(matchers, batch["input_ids"].shape[1], stop_ids(tokenizer))])

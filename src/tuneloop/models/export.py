@@ -17,6 +17,7 @@ from transformers import AutoTokenizer
 from tuneloop.artifacts import read_manifest, write_manifest
 from tuneloop.errors import TuneloopError
 from tuneloop.layout import ExportDir, TrainDir
+from tuneloop.models.chat import stop_ids
 from tuneloop.models.load import load_model, load_tokenizer
 
 
@@ -51,8 +52,11 @@ def export_run(train_dir: Path, out: Path, gguf: str | None = None) -> dict:
 def merge_adapter(base: str | Path, adapter: Path, target: Path) -> Path:
     model = load_model(base, adapter=adapter, dtype=torch.float32)
     merged = model.merge_and_unload()
-    merged.save_pretrained(target)
     # The trainer saves the tokenizer beside the adapter; older adapters fall back to the base's.
     tokenizer = AutoTokenizer.from_pretrained(adapter) if (adapter / "tokenizer_config.json").is_file() else load_tokenizer(base)
+    # Generation stops at the end of a turn too (Gemma's <end_of_turn>, Phi-3's <|end|> are not their end-of-sequence
+    # token), so transformers' generate and vLLM stop where tuneloop does.
+    merged.generation_config.eos_token_id = stop_ids(tokenizer)
+    merged.save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target

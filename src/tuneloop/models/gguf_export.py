@@ -1,10 +1,11 @@
-"""Export a Hugging Face Llama model folder to one GGUF file that llama.cpp and ollama can run.
+"""Export a Hugging Face model folder (Llama, Mistral, Qwen2, Qwen3) to one GGUF file that llama.cpp and ollama can run.
 
 The folder is what `save_pretrained` writes (config.json, safetensors weights, tokenizer files), e.g. a
 LoRA adapter merged into SmolLM2. The file follows llama.cpp's own converter (convert_hf_to_gguf.py,
-LlamaModel): `llama.*` hyperparameters, the byte-level BPE vocabulary with merges, special token ids
-and chat template, and the weights under GGUF names in f32 or f16. Only the `gguf` library is used,
-so no llama.cpp checkout is needed.
+LlamaModel / Qwen2Model / Qwen3Model): the architecture's hyperparameters, the byte-level BPE vocabulary
+with merges, special token ids and chat template, and the weights under GGUF names in f32 or f16. Only
+the `gguf` library is used, so no llama.cpp checkout is needed. Other families' merged folders convert with
+llama.cpp's own convert_hf_to_gguf.py.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from safetensors import safe_open
 
 from tuneloop.errors import TuneloopError
 
-SUPPORTED_ARCHITECTURE = "LlamaForCausalLM"
+# transformers class -> llama.cpp architecture. Mistral is a Llama to llama.cpp (its converter's LlamaModel).
+ARCHITECTURES = {
+    "LlamaForCausalLM": gguf.MODEL_ARCH.LLAMA, "MistralForCausalLM": gguf.MODEL_ARCH.LLAMA,
+    "Qwen2ForCausalLM": gguf.MODEL_ARCH.QWEN2, "Qwen3ForCausalLM": gguf.MODEL_ARCH.QWEN3,
+}
 OUTTYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16}
 
 # llama.cpp splits text before BPE with a regex it chooses by `tokenizer.ggml.pre`, and refuses a name it
@@ -34,6 +39,8 @@ _PRE_TOKENIZERS = {
     "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249": "smollm",  # SmolLM, SmolLM2
     "0ef9807a4087ebef797fc749390439009c3b9eda9ad1a097abbe738f486c01e5": "llama-bpe",  # Llama 3
     "3ce83efda5659b07b1ad37ca97ca5797ea4285d9b9ab0dc679e4a720c9da7454": "gpt-2",
+    "e636dc30a262dcc0d8c323492e32ae2b70728f4df7dfe9737d9f920a282b8aea": "qwen2",  # Qwen1.5 / Qwen2 / Qwen2.5
+    "d4540891389ea895b53b399da6ac824becc30f2fba0e9ddbb98f92e55ca0e97c": "qwen2",  # Qwen3
 }
 # Buffers some checkpoints save; llama.cpp recomputes them, and the name map would wrongly take them for rope_freqs.
 _SKIPPED_SUFFIXES = (".rotary_emb.inv_freq",)
@@ -45,14 +52,15 @@ def export_gguf(model_dir: Path, out_file: Path, outtype: str = "f16") -> Path:
     if outtype not in OUTTYPES:
         raise TuneloopError(f"GGUF export: outtype '{outtype}' is not supported (use one of: {', '.join(OUTTYPES)})")
     config = _read_config(model_dir)
+    arch = ARCHITECTURES[config["architectures"][0]]
     out_file.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target and renamed at the end, so a failed export never leaves a truncated .gguf behind.
     partial = out_file.with_name(out_file.name + ".partial")
-    writer = gguf.GGUFWriter(partial, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+    writer = gguf.GGUFWriter(partial, gguf.MODEL_ARCH_NAMES[arch])
     try:
         _add_hyperparameters(writer, config, model_dir.name, OUTTYPES[outtype])
         _add_tokenizer(writer, model_dir, config["vocab_size"])
-        _add_tensors(writer, model_dir, config, outtype)
+        _add_tensors(writer, model_dir, config, outtype, arch)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -71,11 +79,12 @@ def _read_config(model_dir: Path) -> dict:
         raise TuneloopError(f"GGUF export: {model_dir} is not a model folder (no config.json)")
     config = json.loads(path.read_text())
     architecture = (config.get("architectures") or [config.get("model_type") or "unknown"])[0]
-    if architecture != SUPPORTED_ARCHITECTURE:
+    if architecture not in ARCHITECTURES:
         raise TuneloopError(
-            f"GGUF export supports only Llama-architecture models ({SUPPORTED_ARCHITECTURE}: SmolLM2, Llama 2/3, "
-            f"TinyLlama...); {model_dir} is {architecture}"
+            f"GGUF export writes {', '.join(ARCHITECTURES)} models; {model_dir} is {architecture}: convert its merged "
+            f"folder with llama.cpp's convert_hf_to_gguf.py"
         )
+    config["architectures"] = [architecture]
     return config
 
 
@@ -133,10 +142,12 @@ def _add_tokenizer(writer: gguf.GGUFWriter, model_dir: Path, vocab_size: int) ->
 
 def _pre_tokenizer_name(tokenizer) -> str:
     digest = sha256(str(tokenizer.encode(_CHKTXT)).encode()).hexdigest()
+    if digest not in _PRE_TOKENIZERS and type(tokenizer).__name__ == "Qwen2Tokenizer":
+        return "qwen2"  # transformers builds Qwen2's split regex into the class itself, whatever the vocabulary
     if digest not in _PRE_TOKENIZERS:
         raise TuneloopError(
             "GGUF export: the tokenizer is not one llama.cpp can split text for here "
-            "(supported: the byte-level BPE tokenizers of SmolLM/SmolLM2, Llama 3 and GPT-2)"
+            "(supported: the byte-level BPE tokenizers of SmolLM/SmolLM2, Llama 3, Qwen2/2.5/3 and GPT-2)"
         )
     return _PRE_TOKENIZERS[digest]
 
@@ -168,11 +179,13 @@ def _adds_bos(tokenizer) -> bool:
     return tokenizer.bos_token_id is not None and tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
 
 
-def _add_tensors(writer: gguf.GGUFWriter, model_dir: Path, config: dict, outtype: str) -> None:
+def _add_tensors(writer: gguf.GGUFWriter, model_dir: Path, config: dict, outtype: str, arch) -> None:
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise TuneloopError(f"GGUF export: no .safetensors weights in {model_dir}")
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config["num_hidden_layers"])
+    names = gguf.get_tensor_name_map(arch, config["num_hidden_layers"])
+    # llama.cpp's Llama rope rotates adjacent pairs (q/k rows reordered below); Qwen's is the NeoX rope, HF's own layout.
+    interleave = arch == gguf.MODEL_ARCH.LLAMA
     n_head = config["num_attention_heads"]
     n_kv_head = config.get("num_key_value_heads") or n_head
     for file in files:
@@ -183,11 +196,11 @@ def _add_tensors(writer: gguf.GGUFWriter, model_dir: Path, config: dict, outtype
                     continue
                 gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
                 if gguf_name is None:
-                    raise TuneloopError(f"GGUF export: tensor '{name}' in {file.name} has no Llama GGUF name")
+                    raise TuneloopError(f"GGUF export: tensor '{name}' in {file.name} has no {gguf.MODEL_ARCH_NAMES[arch]} GGUF name")
                 data = weights.get_tensor(name).float().numpy()  # via float32: numpy has no bfloat16
-                if name.endswith(("q_proj.weight", "q_proj.bias")):
+                if interleave and name.endswith(("q_proj.weight", "q_proj.bias")):
                     data = _interleave_rope_halves(data, n_head)
-                elif name.endswith(("k_proj.weight", "k_proj.bias")):
+                elif interleave and name.endswith(("k_proj.weight", "k_proj.bias")):
                     data = _interleave_rope_halves(data, n_kv_head)
                 # Norms and other 1-D tensors stay f32, as llama.cpp's kernels expect.
                 writer.add_tensor(gguf_name, data.astype(np.float16) if outtype == "f16" and data.ndim > 1 else data)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import torch
@@ -10,16 +12,36 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from tuneloop import threads
 from tuneloop.errors import TuneloopError
 from tuneloop.layout import TrainDir
+from tuneloop.models.chat import traits
+from tuneloop.models.families import family_of
 from tuneloop.models.resolve import resolve_model
+
+log = logging.getLogger(__name__)
 
 
 def load_tokenizer(ref: str | Path) -> PreTrainedTokenizerBase:
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(ref))
+    """The model's tokenizer, with a pad token (its family's, else end-of-sequence) and a checked chat template."""
+    source = resolve_model(ref)
+    tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.chat_template is None:
         raise TuneloopError(f"model '{ref}' has no chat template; tuneloop trains chat models")
+    family = _family(source)
     if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        vocab = tokenizer.get_vocab()
+        tokenizer.pad_token = next((t for t in (family.pad if family else ()) if t in vocab), tokenizer.eos_token)
+    end = traits(tokenizer).end_of_turn
+    if family and family.end_of_turn and end not in family.end_of_turn:
+        log.warning("model '%s': its chat template ends a turn with %r, not %s as %s templates do; training teaches %r",
+                    ref, end, " or ".join(family.end_of_turn), family.name, end)
     return tokenizer
+
+
+def _family(source: str):
+    """The family of a local model folder (None for a hub id or an untested family, which warns)."""
+    config = Path(source) / "config.json"
+    if not config.is_file():
+        return None
+    return family_of(json.loads(config.read_text()))
 
 
 def trained_weights(train_dir: Path) -> Path:

@@ -4,13 +4,14 @@ Rows are left-padded; positions count only real tokens, so a row's keys do not d
 That lets jobs join between decode steps (their prefill is padded to the batch's length, or the batch
 to theirs) and lets finished rows leave at once, so a short request never waits for a long one.
 
-LoRA adapters mix freely in one batch through PEFT's `adapter_names`; PEFT cannot mix DoRA adapters,
-so a DoRA batch holds one adapter only (`Batch.dora`).
+LoRA adapters mix freely in one batch through PEFT's `adapter_names`; PEFT cannot mix DoRA adapters or
+LoRA on a mixture-of-experts model's expert weights, so such a batch holds one adapter only (`Batch.dora`).
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from typing import Callable
 
 import torch
@@ -149,15 +150,18 @@ class Batch:
     def _forward(self, jobs: list[Generation], ids, mask, positions, cache) -> torch.Tensor:
         if self.lean is not None and ids.shape[1] == 1 and not any(j.adapter for j in jobs):
             return self.lean(ids, mask, positions, cache)
-        extra = {}
+        extra, context = {}, nullcontext()
         if self.peft:
-            dora = [j.adapter.key for j in jobs if j.adapter and j.adapter.dora]
-            if dora:
-                self.model.set_adapter(dora[0])
+            alone = [j.adapter.key for j in jobs if j.adapter and j.adapter.alone]
+            if alone:
+                self.model.set_adapter(alone[0])
+            elif not any(j.adapter for j in jobs):
+                context = self.model.disable_adapter()  # the base alone (expert adapters do not take "__base__" rows)
             else:
                 extra["adapter_names"] = [j.adapter.key if j.adapter else "__base__" for j in jobs]
         extra[cache_argument(type(self.model.get_base_model() if self.peft else self.model))] = cache
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **extra)
+        with context:
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **extra)
         return out.logits[:, -1].float()
 
 

@@ -140,8 +140,9 @@ class Catalog:
         if str(resolve_model(base)) != str(resolve_model(self.base)):
             raise ModelNotFound(f"model '{version}' is an adapter for base '{base}', but this server's base is '{self.base}'; "
                                 f"start a server with --base {base}")
-        dora = bool(json.loads((weights / "adapter_config.json").read_text()).get("use_dora"))
-        return Target(requested, variant, version, self.engine_for(self.base), AdapterRef(version, str(weights), dora), system_prompt)
+        config = json.loads((weights / "adapter_config.json").read_text())
+        adapter = AdapterRef(version, str(weights), dora=bool(config.get("use_dora")), experts=bool(config.get("target_parameters")))
+        return Target(requested, variant, version, self.engine_for(self.base), adapter, system_prompt)
 
 
 def _manifest_base(run_dir: Path) -> str | None:

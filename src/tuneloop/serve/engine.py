@@ -18,6 +18,7 @@ from pathlib import Path
 from tuneloop.compat import GrowingLayer, growing_cache
 from tuneloop.errors import TuneloopError
 from tuneloop.models import load_model, load_tokenizer
+from tuneloop.models.chat import stop_ids
 from tuneloop.serve.batch import Batch
 from tuneloop.serve.generation import AdapterRef, Generation, dora_key
 from tuneloop.serve.column_major import layout_for_decoding
@@ -43,7 +44,7 @@ class Engine:
         self.context = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])  # the logits' width
         self.max_batch, self.max_queue, self.max_adapters = max_batch, max_queue, max_adapters
-        self.end_ids = {i for i in (self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")) if isinstance(i, int)}
+        self.end_ids = set(stop_ids(self.tokenizer))  # the template's end of turn and the end of sequence
         self.adapters: OrderedDict[str, AdapterRef] = OrderedDict()  # resident, least recently used first
         self.last_batch_size = self.peak_batch = 0
         self.tokens_per_second = 0.0

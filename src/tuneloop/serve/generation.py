@@ -21,11 +21,18 @@ class AdapterRef:
     key: str
     path: str
     dora: bool = False
+    experts: bool = False  # adapts a mixture-of-experts model's fused expert weights (peft's target_parameters)
+
+    @property
+    def alone(self) -> bool:
+        """PEFT cannot mix this adapter with others in one batch (DoRA, or expert weights)."""
+        return self.dora or self.experts
 
 
 def dora_key(job: Generation) -> str | None:
-    """The DoRA adapter a job needs (PEFT cannot mix DoRA adapters in a batch); None for LoRA or the base."""
-    return job.adapter.key if job.adapter and job.adapter.dora else None
+    """The adapter a job needs when PEFT cannot mix it with others in a batch (DoRA, expert LoRA); None for plain
+    LoRA or the base."""
+    return job.adapter.key if job.adapter and job.adapter.alone else None
 
 
 # Below this temperature sampling is greedy: dividing logits by a smaller number overflows to inf (and the

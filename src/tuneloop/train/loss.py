@@ -17,6 +17,8 @@ the token count of the whole optimizer step.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
@@ -27,9 +29,15 @@ from tuneloop.train.packing import SEGMENTS
 CHUNK = 256  # target positions per chunk: 256 x 49k vocabulary x fp32 = 50 MB
 
 
-def answer_loss_sum(model: PreTrainedModel, batch: dict[str, torch.Tensor], fast: bool = True) -> tuple[torch.Tensor, int]:
-    hidden, targets = _hidden_at_targets(model, batch, fast)
-    return token_nll(hidden, model.get_output_embeddings(), targets, fast).sum(), targets.numel()
+def answer_loss_sum(model: PreTrainedModel, batch: dict[str, torch.Tensor], fast: bool = True,
+                    router_aux: bool = False) -> tuple[torch.Tensor, int]:
+    """`router_aux`: for a mixture-of-experts model, add its router's load-balancing loss (times the model's
+    router_aux_loss_coef), as transformers does when it trains one: without it a fine-tune can collapse the
+    routing onto a few experts. It is weighted by this batch's answer tokens, so that dividing the step's sum by
+    its tokens gives the token-weighted mean."""
+    hidden, targets, aux = _hidden_at_targets(model, batch, fast, router_aux)
+    loss = token_nll(hidden, model.get_output_embeddings(), targets, fast, _softcap(model)).sum()
+    return (loss + aux * targets.numel() if aux is not None else loss), targets.numel()
 
 
 def answer_logps(model: PreTrainedModel, batch: dict[str, torch.Tensor], fast: bool = True) -> torch.Tensor:
@@ -43,30 +51,61 @@ def answer_token_logps(model: PreTrainedModel, batch: dict[str, torch.Tensor], f
                        temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probability of every answer token, flat in row-major order, and the row each belongs to (what GRPO
     weighs); at `temperature`, of the distribution the answers were sampled from (logits / temperature)."""
-    hidden, targets = _hidden_at_targets(model, batch, fast)
-    if temperature != 1.0:
-        hidden = hidden / temperature  # (h / T) @ W.T = logits / T, without a logits tensor
+    hidden, targets, _ = _hidden_at_targets(model, batch, fast)
     labels = batch["labels"][:, 1:]
     rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(labels)[labels != IGNORE]
-    return -token_nll(hidden, model.get_output_embeddings(), targets, fast), rows
+    return -token_nll(hidden, model.get_output_embeddings(), targets, fast, _softcap(model), temperature), rows
 
 
-def token_nll(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor, fast: bool = True) -> torch.Tensor:
-    """Negative log-likelihood of each target given its hidden state: (n, d) -> (n,), in fp32."""
+def token_nll(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor, fast: bool = True,
+              softcap: float | None = None, temperature: float = 1.0) -> torch.Tensor:
+    """Negative log-likelihood of each target given its hidden state: (n, d) -> (n,), in fp32.
+
+    `softcap`: the model squashes its logits to cap * tanh(logits / cap) (Gemma 2), so they are computed whole;
+    `temperature`: of the distribution logits / T (what GRPO sampled from)."""
+    if softcap:
+        logits = head(hidden).float()
+        return F.cross_entropy(softcap * torch.tanh(logits / softcap) / temperature, targets, reduction="none")
+    if temperature != 1.0:
+        hidden = hidden / temperature  # (h / T) @ W.T = logits / T, without a logits tensor
     if fast and head.bias is None and type(head) is torch.nn.Linear:
         return ChunkedNll.apply(hidden, head.weight, targets)
     return F.cross_entropy(head(hidden).float(), targets, reduction="none")
 
 
-def _hidden_at_targets(model, batch: dict[str, torch.Tensor], fast: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _softcap(model) -> float | None:
+    config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
+    return getattr(config, "final_logit_softcapping", None)
+
+
+def _hidden_at_targets(model, batch: dict[str, torch.Tensor], fast: bool,
+                       router_aux: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     if SEGMENTS in batch:  # packed (see packing.py): one row, positions restart per example
         inputs = {"position_ids": batch["position_ids"], SEGMENTS: batch[SEGMENTS]}
     else:
         inputs = {"attention_mask": None if fast else batch.get("attention_mask")}
-    hidden = model.get_decoder()(input_ids=batch["input_ids"], use_cache=False, **inputs).last_hidden_state
+    balance = _load_balancing(model) if router_aux else None
+    if balance:
+        inputs["output_router_logits"] = True
+    out = model.get_decoder()(input_ids=batch["input_ids"], use_cache=False, **inputs)
+    aux = balance(out.router_logits, batch.get("attention_mask") if SEGMENTS not in batch else None) if balance else None
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE
-    return hidden[:, :-1][keep], targets[keep]
+    return out.last_hidden_state[:, :-1][keep], targets[keep], aux
+
+
+def _load_balancing(model):
+    """The model's own load-balancing loss (its modeling module's `load_balancing_loss_func`) scaled by its
+    coefficient, as a function of the router logits and attention mask; None for a model without a router."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config
+    coef = getattr(config, "router_aux_loss_coef", None)
+    func = getattr(sys.modules.get(type(base).__module__), "load_balancing_loss_func", None)
+    experts = getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None)
+    if not (coef and func and experts):
+        return None
+    top_k = config.num_experts_per_tok
+    return lambda logits, mask: coef * func(logits, experts, top_k, mask)
 
 
 class ChunkedNll(torch.autograd.Function):

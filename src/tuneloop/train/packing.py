@@ -55,6 +55,8 @@ def supports_packing(model, longest: int) -> bool:
     config = model.get_decoder().config
     layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
     window = getattr(config, "sliding_window", None)
+    if getattr(config, "use_sliding_window", True) is False or (getattr(config, "layer_types", None) and "sliding_attention" not in layer_types):
+        window = None  # set but unused (Qwen2-MoE's sliding_window 0 with use_sliding_window false)
     return (
         (window is None or window >= longest)
         and layer_types <= {"full_attention", "sliding_attention"}

@@ -38,10 +38,12 @@ class Estimate:
     tokens_per_epoch: int
     steps: int
     layers: int = 1  # decoder layers (a dry run times one and two of them)
+    active_params: int | None = None  # mixture of experts: the parameters one token runs through
 
     def summary(self) -> str:
+        active = f" ({self.active_params:,} active per token)" if self.active_params is not None else ""
         return (
-            f"pre-flight: {self.params:,} parameters, {self.trainable:,} trainable; estimated peak memory "
+            f"pre-flight: {self.params:,} parameters{active}, {self.trainable:,} trainable; estimated peak memory "
             f"{self.peak_gb:.1f} GiB (weights {self.weights_gb:.2f}, gradients+optimizer {self.training_state_gb:.2f}, "
             f"activations {self.activations_gb:.2f}) of {self.available_gb:.1f} GiB available"
             f"{', with gradient checkpointing' if self.gradient_checkpointing else ''}; "
@@ -91,7 +93,7 @@ def estimate(model_name: str, cfg: TrainConfig, device: torch.device, bf16: bool
         peak = RUNTIME_BYTES + weights + state + activations(True)
     result = Estimate(
         params, trainable, weights / GiB, state / GiB, activations(checkpointing) / GiB, peak / GiB, available / GiB,
-        checkpointing, tokens_per_epoch, steps, layers,
+        checkpointing, tokens_per_epoch, steps, layers, active_params(model),
     )
     if peak > available:
         raise TuneloopError(
@@ -100,6 +102,18 @@ def estimate(model_name: str, cfg: TrainConfig, device: torch.device, bf16: bool
             f"or set train.memory_limit_gb if the estimate is wrong for this machine."
         )
     return result
+
+
+def active_params(model) -> int | None:
+    """For a mixture-of-experts model, the parameters a token uses: everything but the experts, plus top-k of
+    each layer's experts (None for a dense model). Memory holds all of them; compute per token follows these."""
+    config = model.config
+    n_experts = getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None)
+    top_k = getattr(config, "num_experts_per_tok", None)
+    if not (n_experts and top_k):
+        return None
+    experts = sum(p.numel() for name, p in model.named_parameters() if ".experts." in name)
+    return sum(p.numel() for p in model.parameters()) - experts + experts * top_k // n_experts
 
 
 def measure_speed(step, micro_batches: int = 3) -> float:

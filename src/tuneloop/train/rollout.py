@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from tuneloop import compat
+from tuneloop.models.chat import stop_ids
 
 
 @dataclass
@@ -58,6 +59,7 @@ def answer(model, tokenizer, prompts: list[list[int]], *, samples: int = 1, temp
     model.eval()  # no dropout, no activation checkpointing while decoding
     width = max(len(p) for p in prompts)
     pad = tokenizer.pad_token_id
+    stops = stop_ids(tokenizer)
     device = next(model.parameters()).device
     ids = torch.full((len(prompts), width), pad, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -67,12 +69,13 @@ def answer(model, tokenizer, prompts: list[list[int]], *, samples: int = 1, temp
     sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None} if greedy else {
         "do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
     output = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                            num_return_sequences=samples, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, **sampling)
+                            num_return_sequences=samples, pad_token_id=pad, eos_token_id=stops, **sampling)
     model.train(was_training)
     answers: list[list[Answer]] = [[] for _ in prompts]
     for row, sequence in enumerate(output[:, width:].tolist()):
-        if tokenizer.eos_token_id in sequence:
-            sequence = sequence[: sequence.index(tokenizer.eos_token_id) + 1]
+        end = next((i for i, token in enumerate(sequence) if token in stops), None)
+        if end is not None:
+            sequence = sequence[: end + 1]
         answers[row // samples].append(Answer(sequence, tokenizer.decode(sequence, skip_special_tokens=True).strip()))
     return answers
 

@@ -75,7 +75,7 @@ class Sft:
         with self._attention(model):
             for batch in group:
                 with where.autocast():
-                    loss_sum, _ = answer_loss_sum(model, to_device(batch, where.device), self.cfg.fast_kernels)
+                    loss_sum, _ = answer_loss_sum(model, to_device(batch, where.device), self.cfg.fast_kernels, router_aux=True)
                 (loss_sum / n_tokens).backward()
                 loss_total += loss_sum.item()
         seen = world.sum(sum(_real_tokens(b) for b in group), where.device)

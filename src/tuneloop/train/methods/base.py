@@ -50,15 +50,24 @@ def linear_params(model: torch.nn.Module) -> int:
 
 
 def adapter_params(model: torch.nn.Module, cfg: TrainConfig, dora: bool = False) -> int:
-    """LoRA A and B for every targeted linear layer (+ one magnitude vector each for DoRA)."""
+    """LoRA A and B for every targeted linear layer (+ one magnitude vector each for DoRA), and for MoE models
+    rank r per expert on each targeted expert weight (peft's ParamWrapper: A is (r x experts, in), B (out, r x experts))."""
+    from tuneloop.models.families import lora_targets
+
     head = model.get_output_embeddings()
-    targets = cfg.lora.target_modules
+    chosen = lora_targets(model, cfg.lora.target_modules)
+    targets, experts, excluded = chosen["target_modules"], chosen.get("target_parameters", []), chosen.get("exclude_modules") or []
     total = 0
     for name, module in model.named_modules():
-        if not isinstance(module, torch.nn.Linear) or module is head:
+        short = name.rsplit(".", 1)[-1]
+        if not isinstance(module, torch.nn.Linear) or module is head or short in excluded:
             continue
-        if targets != "all-linear" and name.rsplit(".", 1)[-1] not in targets:
+        if targets != "all-linear" and short not in targets:
             continue
         total += cfg.lora.r * (module.in_features + module.out_features)
         total += module.out_features if dora else 0
+    for name, param in model.named_parameters():
+        if param.ndim == 3 and any(name.endswith(p) for p in experts):
+            n_experts, out_features, in_features = param.shape
+            total += cfg.lora.r * n_experts * (in_features + out_features)
     return total

@@ -15,6 +15,7 @@ from peft import get_peft_model
 from transformers import AutoModelForCausalLM
 
 from tuneloop.config import TrainConfig
+from tuneloop.models.families import lora_targets
 from tuneloop.train.fast_lora import use_fast_lora
 from tuneloop.train.methods.base import Placement, adapter_params, linear_params
 
@@ -47,10 +48,11 @@ class Lora:
 
 
 def attach_lora(model: torch.nn.Module, cfg: TrainConfig, dora: bool = False) -> torch.nn.Module:
-    """peft's LoRA (or DoRA) on `cfg.lora`'s target modules; the fused training layer where it applies."""
+    """peft's LoRA (or DoRA) on `cfg.lora`'s target modules (as the model's family reads them: MoE experts
+    included, routers never; models/families.py); the fused training layer where it applies."""
     model = get_peft_model(model, PeftLoraConfig(
         r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-        target_modules=cfg.lora.target_modules, use_dora=dora, task_type="CAUSAL_LM",
+        use_dora=dora, task_type="CAUSAL_LM", **lora_targets(model, cfg.lora.target_modules),
     ))
     if cfg.fast_kernels:
         use_fast_lora(model)
