@@ -375,6 +375,26 @@ class TrainConfig(Strict):
     # each example only (train/packing.py); the same batches and loss as padded ones. Models it cannot
     # be exact for (sliding windows shorter than the examples, soft-capped attention) stay padded.
     padding_free: bool = True
+    # Under torchrun / accelerate launch with several processes: ddp keeps a whole copy of the model, its
+    # gradients and AdamW state on every rank; fsdp shards all three across the ranks (torch FSDP2: each
+    # rank holds 1/N of them, and gathers one decoder layer at a time to compute), for models whose
+    # training state does not fit one device. Same results either way; one process ignores it.
+    distributed: Literal["ddp", "fsdp"] = "ddp"
+    # fsdp only: keep the sharded weights, gradients and optimizer state in host memory and run AdamW there
+    # (FSDP2's CPUOffloadPolicy; slower, for when even the shards do not fit the GPU); None = the
+    # pre-flight estimate decides. Nothing to move on CPU-only runs.
+    fsdp_cpu_offload: bool | None = None
+
+    @model_validator(mode="after")
+    def _fsdp_combinations(self) -> "TrainConfig":
+        if self.fsdp_cpu_offload is not None and self.distributed != "fsdp":
+            raise ValueError("fsdp_cpu_offload applies to distributed: fsdp only")
+        if self.distributed == "fsdp" and self.method == "qlora":
+            raise ValueError("distributed: fsdp cannot shard QLoRA's 4-bit base here; use distributed: ddp (the adapters are small)")
+        if self.distributed == "fsdp" and self.objective == "grpo":
+            raise ValueError("distributed: fsdp does not support objective: grpo yet (every rank samples answers of its own "
+                             "length inside the step, and sharded weights would need the ranks in lockstep); use ddp")
+        return self
 
     @model_validator(mode="after")
     def _early_stopping_needs_validation(self) -> "TrainConfig":

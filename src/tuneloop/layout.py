@@ -8,6 +8,7 @@ other module spells one of these names), so renaming a file is a change in one p
     data/      train.jsonl val.jsonl test.jsonl rejected.jsonl report.json report.html (+ plots, review)
     train/     adapter/ | model/   metrics.jsonl loss.png tensorboard/
                checkpoints/step-0000042/{weights/, state.json, state.safetensors}  checkpoints/best.json
+               (under fsdp: checkpoints/step-0000042/{state.json, shards/rank-00000{.safetensors,.json,.state.json,...}})
     eval/      results.json samples.jsonl report.html (+ plots)   ab/{ab.csv, ab.html, ab_key.json}
     export/    model/ model.gguf
     monitor/   report.json report.html timeseries.png
@@ -103,6 +104,27 @@ class Checkpoint:
     state = _in("state.json", "Step, scheduler, RNG and metric records, and the optimizer's settings.")
     tensors = _in("state.safetensors", "The optimizer's moments and the RNG states.")
     legacy_state = _in("state.pt", "What tuneloop before 0.2 wrote instead: a pickle, never loaded.")
+    shards = _in("shards", "Under train.distributed fsdp: one set of files per rank (no weights/ folder then).")
+
+    def shard(self, rank: int) -> Shard:
+        return Shard(self.shards, rank)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One rank's part of a sharded (FSDP) checkpoint: its slices of the trainable weights, their index, and
+    its own training state (its slices of the optimizer's moments, its random number generators)."""
+
+    root: Path
+    rank: int
+
+    def _named(self, suffix: str) -> Path:
+        return self.root / f"rank-{self.rank:05d}{suffix}"
+
+    weights = property(lambda self: self._named(".safetensors"), doc="This rank's slice of every trainable tensor.")
+    index = property(lambda self: self._named(".json"), doc="World size; each tensor's full shape and this slice's offset.")
+    state = property(lambda self: self._named(".state.json"), doc="As Checkpoint.state, for this rank.")
+    tensors = property(lambda self: self._named(".state.safetensors"), doc="As Checkpoint.tensors: this rank's moments and RNG.")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ those (gloo on CPU, nccl on GPUs). Each rank takes every world_size-th micro-bat
 seeded stream, and after the backward passes of a step the gradients are summed across ranks. Each
 rank divides its loss by the answer-token count of the *global* step, so the summed gradient is
 exactly the gradient of one large batch (the same invariant as gradient accumulation). Rank 0
-alone writes files.
+alone writes files. With `train.distributed: fsdp` the same ranks shard the model instead (fsdp.py):
+FSDP reduce-scatters the gradients itself, so `sum_gradients` is not used, and every rank writes its
+own shards of a checkpoint (sharded.py).
 """
 
 from __future__ import annotations

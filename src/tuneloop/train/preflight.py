@@ -39,14 +39,19 @@ class Estimate:
     steps: int
     layers: int = 1  # decoder layers (a dry run times one and two of them)
     active_params: int | None = None  # mixture of experts: the parameters one token runs through
+    shards: int = 1  # FSDP: ranks the weights, gradients and optimizer state are sharded across (1: not sharded)
+    cpu_offload: bool = False  # FSDP: shards kept in host memory (GPU runs that would not fit otherwise)
 
     def summary(self) -> str:
         active = f" ({self.active_params:,} active per token)" if self.active_params is not None else ""
+        sharding = (f"; per rank, with weights, gradients and optimizer state sharded across {self.shards} ranks by FSDP"
+                    f"{' and kept in host memory' if self.cpu_offload else ''} (activations are not sharded; "
+                    f"validation gathers the whole model)") if self.shards > 1 else ""
         return (
             f"pre-flight: {self.params:,} parameters{active}, {self.trainable:,} trainable; estimated peak memory "
             f"{self.peak_gb:.1f} GiB (weights {self.weights_gb:.2f}, gradients+optimizer {self.training_state_gb:.2f}, "
             f"activations {self.activations_gb:.2f}) of {self.available_gb:.1f} GiB available"
-            f"{', with gradient checkpointing' if self.gradient_checkpointing else ''}; "
+            f"{', with gradient checkpointing' if self.gradient_checkpointing else ''}{sharding}; "
             f"{self.tokens_per_epoch:,} tokens per epoch, {self.steps} optimizer steps"
         )
 
@@ -55,9 +60,14 @@ class Estimate:
 
 
 def estimate(model_name: str, cfg: TrainConfig, device: torch.device, bf16: bool, *, longest: int,
-             longest_target: int, tokens_per_epoch: int, steps: int, rows_per_example: int = 1) -> Estimate:
+             longest_target: int, tokens_per_epoch: int, steps: int, rows_per_example: int = 1, shards: int = 1) -> Estimate:
     """Estimate peak memory for one micro-batch of the longest examples; decide gradient checkpointing
-    when the config leaves it open; refuse (TuneloopError) when even that does not fit."""
+    when the config leaves it open; refuse (TuneloopError) when even that does not fit.
+
+    `shards` > 1 (train.distributed fsdp): the estimate is per rank. Each holds 1/shards of the weights,
+    gradients and AdamW state, plus the groups it has gathered to compute (the embeddings, final norm and
+    head for the whole forward, about two decoder layers at a time); validation gathers the whole model.
+    When even that does not fit a GPU, FSDP's CPU offload is chosen (train.fsdp_cpu_offload None)."""
     config = AutoConfig.from_pretrained(resolve_model(model_name))
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
@@ -68,6 +78,11 @@ def estimate(model_name: str, cfg: TrainConfig, device: torch.device, bf16: bool
 
     act_bytes = 2 if bf16 else 4
     weights, state = method.memory(model, cfg, act_bytes)
+    whole_weights, gathered = weights, 0.0
+    if shards > 1:
+        outer = sum(p.numel() for p in {*model.get_input_embeddings().parameters(), *model.get_output_embeddings().parameters()})
+        gathered = weights * min(1.0, outer / params + 2 / config.num_hidden_layers)
+        weights, state = weights / shards + gathered, state / shards
 
     tokens = cfg.batch_size * rows_per_example * min(longest, cfg.max_seq_len)
     hidden, layers = config.hidden_size, config.num_hidden_layers
@@ -86,14 +101,23 @@ def estimate(model_name: str, cfg: TrainConfig, device: torch.device, bf16: bool
             return tokens * hidden * act_bytes * layers + tokens * per_token_layer + scores / layers + logits
         return tokens * per_token_layer * layers + scores + logits
 
+    def peak_with(checkpointing: bool, offload: bool) -> float:
+        resident = gathered if offload else weights + state  # offloaded: only the gathered groups are on the GPU
+        validation = whole_weights + (0 if offload else state) if shards > 1 else 0  # gathered() in trainer.py
+        return RUNTIME_BYTES + max(resident + activations(checkpointing), validation)
+
     checkpointing = bool(cfg.gradient_checkpointing)
-    peak = RUNTIME_BYTES + weights + state + activations(checkpointing)
+    offload = shards > 1 and device.type == "cuda" and bool(cfg.fsdp_cpu_offload)
+    peak = peak_with(checkpointing, offload)
     if cfg.gradient_checkpointing is None and peak > available:
         checkpointing = True
-        peak = RUNTIME_BYTES + weights + state + activations(True)
+        peak = peak_with(True, offload)
+    if shards > 1 and device.type == "cuda" and cfg.fsdp_cpu_offload is None and peak > available:
+        offload = True
+        peak = peak_with(checkpointing, True)
     result = Estimate(
         params, trainable, weights / GiB, state / GiB, activations(checkpointing) / GiB, peak / GiB, available / GiB,
-        checkpointing, tokens_per_epoch, steps, layers, active_params(model),
+        checkpointing, tokens_per_epoch, steps, layers, active_params(model), shards, offload,
     )
     if peak > available:
         raise TuneloopError(

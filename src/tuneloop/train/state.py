@@ -5,6 +5,7 @@ generator and the metric records so far. torch.save would pickle it, and loading
 code it names: a run folder copied from another machine (or a job folder on a shared disk) must never be
 able to do that under `tuneloop train --resume`. So tensors go to `state.safetensors` (which holds only
 named arrays) and the rest to `state.json`; loading either can fail, but never execute anything.
+Under FSDP every rank writes its own (layout.Shard): its slices of the moments, its own generators.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch.distributed.tensor import DTensor
 
 from tuneloop.errors import TuneloopError
 
@@ -32,7 +34,7 @@ def save_state(json_path: Path, tensors_path: Path, *, step: int, optimizer, sch
     for index, values in opt["state"].items():
         for name, value in values.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{index}.{name}"] = value.detach().to("cpu").contiguous()
+                tensors[f"optimizer.{index}.{name}"] = _local(value).detach().to("cpu").contiguous()
             else:
                 plain_state.setdefault(str(index), {})[name] = value
     version, internal, gauss = random.getstate()
@@ -58,9 +60,10 @@ def load_state(json_path: Path, tensors_path: Path, optimizer, scheduler) -> tup
     try:
         plain = document["optimizer"]["state"]
         state = {}
+        params = [p for group in optimizer.param_groups for p in group["params"]]
         for index in document["optimizer"]["indices"]:
             prefix = f"optimizer.{index}."
-            values = {key.removeprefix(prefix): t for key, t in tensors.items() if key.startswith(prefix)}
+            values = {key.removeprefix(prefix): _like(t, params[index]) for key, t in tensors.items() if key.startswith(prefix)}
             state[index] = values | plain.get(str(index), {})
         optimizer.load_state_dict({"state": state, "param_groups": document["optimizer"]["param_groups"]})
         scheduler.load_state_dict(document["scheduler"])
@@ -76,6 +79,19 @@ def load_state(json_path: Path, tensors_path: Path, optimizer, scheduler) -> tup
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise TuneloopError(f"{json_path.parent}: checkpoint state does not fit this run ({err.__class__.__name__}: {err}); "
                             f"was it written with other settings?") from None
+
+
+def _local(value: torch.Tensor) -> torch.Tensor:
+    """This rank's slice of a tensor FSDP shards (a DTensor); any other tensor as it is."""
+    return value.to_local() if isinstance(value, DTensor) else value
+
+
+def _like(value: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """A saved slice of a moment as the sharded tensor its parameter is (under FSDP), so that AdamW meets
+    DTensors on both sides; scalars (the step count) and unsharded runs' tensors stay as they are."""
+    if isinstance(param, DTensor) and value.ndim and value.shape == param.to_local().shape:
+        return DTensor.from_local(value.to(param.device), param.device_mesh, param.placements, shape=param.shape, stride=param.stride())
+    return value
 
 
 def _plain(value: Any) -> Any:

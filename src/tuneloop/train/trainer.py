@@ -5,7 +5,7 @@ Reads top to bottom: setup (placement, tokenizer, objective and data, pre-flight
 early stop) -> save (adapter or model folder, metrics.jsonl, loss.png, TensorBoard, manifest.json).
 The objective (SFT or DPO) supplies batches, the loss and validation; the method (LoRA, DoRA,
 QLoRA, full) decides which weights train. Under `torchrun` / `accelerate launch` the same loop runs
-data-parallel (see distributed.py).
+data-parallel (see distributed.py), or sharded with `train.distributed: fsdp` (fsdp.py, sharded.py).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import math
 import resource
 import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -30,10 +31,13 @@ from tuneloop.train.checkpoint import (best_checkpoint, latest_checkpoint, legac
                                       mark_best, prune, save_checkpoint)
 from tuneloop.train.distributed import World
 from tuneloop.train.early_stop import EarlyStop
+from tuneloop.train.fsdp import accumulating, gathered, shard
+from tuneloop.train.fsdp import export as export_sharded
 from tuneloop.train.methods import build_model, placement, shallow_model, trainable_parameters
 from tuneloop.train.objectives import Objective, build_objective
 from tuneloop.train.plots import plot_losses
 from tuneloop.train.preflight import estimate, measure_speed
+from tuneloop.train.sharded import check_resumable, load_sharded, load_sharded_weights, save_sharded
 from tuneloop.train.tracking import MetricsLog
 from tuneloop.ui import console, progress
 
@@ -69,10 +73,12 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, 
         say(f"[yellow]warning:[/] {objective.truncated} training example(s) longer than max_seq_len={cfg.max_seq_len} were truncated")
     data = objective.stats()
     micro_per_step = cfg.grad_accum * world.size
+    sharded = cfg.distributed == "fsdp" and world.size > 1  # one process has nothing to shard across
     steps_per_epoch = math.ceil(math.ceil(data["examples"] / cfg.batch_size) / micro_per_step)
     total_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
     plan = estimate(model_cfg.name, cfg, where.device, where.bf16, longest=data["longest"], longest_target=data["longest_target"],
-                    tokens_per_epoch=data["tokens"], steps=total_steps, rows_per_example=objective.rows_per_example)
+                    tokens_per_epoch=data["tokens"], steps=total_steps, rows_per_example=objective.rows_per_example,
+                    shards=world.size if sharded else 1)
     say(plan.summary())
     if plan.gradient_checkpointing and not cfg.gradient_checkpointing:
         say("[yellow]gradient checkpointing on[/]: the run would not fit without it (about 20% slower)")
@@ -80,10 +86,13 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, 
     if dry_run:
         return _dry_run(objective, model_cfg, cfg, plan, total_steps * micro_per_step * cfg.batch_size, data, world, where, say)
     model = build_model(model_cfg, cfg, where)
-    objective.attach(model)
+    objective.attach(model)  # before sharding: DPO's frozen reference copy of a full model stays whole
+    if sharded:
+        model = shard(model, bf16=where.bf16, cpu_offload=plan.cpu_offload)
     params = trainable_parameters(model)
 
-    # fused (CPU and CUDA): one kernel for all parameters, ~5x faster than the per-tensor loop on CPU for 33M parameters
+    # fused (CPU and CUDA): one kernel for all parameters, ~5x faster than the per-tensor loop on CPU for 33M parameters.
+    # Under FSDP the parameters are DTensors; the fused kernel runs on each rank's local shards (checked on CPU).
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
     scheduler = _scheduler(cfg, optimizer, total_steps)
     say(f"train: {cfg.method} {cfg.objective}, {data['examples']} examples, {total_steps} steps of "
@@ -93,35 +102,41 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, 
     # --- loop --------------------------------------------------------------------------------
     run = TrainDir(out)
     checkpoints = run.checkpoints.root
-    done, records = _resume(checkpoints, model, optimizer, scheduler, say) if resume else (0, [])
+    done, records = _resume(checkpoints, model, optimizer, scheduler, say, world if sharded else None) if resume else (0, [])
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
     log = MetricsLog(run, records, cfg.tensorboard) if world.main else None
     selection_key, selection_mode = cfg.selection
     watch = EarlyStop(cfg.early_stopping, records, selection_key, selection_mode)
-    checkpointing = world.main and bool(cfg.save_every or cfg.early_stopping.patience)
+    # Under FSDP every rank writes its own shards of a checkpoint; otherwise rank 0 writes it whole.
+    checkpointing = (world.main or sharded) and bool(cfg.save_every or cfg.early_stopping.patience)
     stream = _micro_batches(objective, skip=done * micro_per_step)
     loop_started = time.perf_counter()
     with progress() as bar:
         task = bar.add_task("train", total=total_steps, completed=done, info="", visible=world.main)
         for step in range(done + 1, total_steps + 1):
             group = [next(stream) for _ in range(micro_per_step)][world.rank :: world.size]
-            record = {"step": step, **_optimizer_step(objective, model, group, params, optimizer, scheduler, cfg, world, where)}
+            record = {"step": step, **_optimizer_step(objective, model, group, params, optimizer, scheduler, cfg, world, where, sharded)}
             if not math.isfinite(record["train_loss"]):
                 raise _non_finite_loss(record, checkpoints)
             if objective.val_set and ((cfg.eval_every and step % cfg.eval_every == 0) or step == total_steps):
                 model.eval()
-                record.update(objective.validate(model, world, where))
+                with gathered(model) if sharded else nullcontext():
+                    record.update(objective.validate(model, world, where))
                 model.train()
             records.append(record)
             if log:
                 log.write(record)
             improved = watch.update(record)
             if checkpointing and (improved or (cfg.save_every and step % cfg.save_every == 0)):
-                save_checkpoint(checkpoints, step, model, optimizer, scheduler, records)
-                if improved:
+                if sharded:
+                    save_sharded(checkpoints, step, model, optimizer, scheduler, records, world)
+                else:
+                    save_checkpoint(checkpoints, step, model, optimizer, scheduler, records)
+                if improved and world.main:
                     mark_best(checkpoints, step, selection_key, record[selection_key])
-                prune(checkpoints, cfg.keep_last)
+                if world.main:
+                    prune(checkpoints, cfg.keep_last)
             shown = f" · reward {record['reward']:.3f}" if "reward" in record else ""
             bar.update(task, advance=1, info=f"loss {record['train_loss']:.3f}{shown} · {record.get('tokens_per_s', 0):,.0f} tok/s")
             if watch.should_stop:
@@ -132,9 +147,13 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, 
     summary = {**_summary(cfg, records, data, plan, watch, done, started), "device": str(where.device),
                "loop_s": round(time.perf_counter() - loop_started, 2),
                "precision": "bf16" if where.bf16 else "fp32", "world_size": world.size}
+    weights = run.weights_for(adapter=isinstance(model, PeftModel))
+    best_of = checkpoints if cfg.early_stopping.patience else None
+    if sharded:  # every rank: the best checkpoint's shards back in, then the weights gathered to rank 0
+        best = _export_sharded(model, tokenizer, best_of, weights, world)
+    elif world.main:
+        best = _export(model, tokenizer, best_of, weights)
     if world.main:
-        weights = run.weights_for(adapter=isinstance(model, PeftModel))
-        best = _export(model, tokenizer, checkpoints if cfg.early_stopping.patience else None, weights)
         summary["best_step"] = Checkpoint(best).step if best else None
         log.close()
         plot_losses(records, run.loss_plot)
@@ -147,11 +166,15 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, 
     return summary
 
 
-def _optimizer_step(objective: Objective, model, group: list[dict], params: list, optimizer, scheduler, cfg: TrainConfig, world, where) -> dict:
+def _optimizer_step(objective: Objective, model, group: list[dict], params: list, optimizer, scheduler, cfg: TrainConfig, world, where,
+                    sharded: bool = False) -> dict:
     """Forward/backward over this rank's micro-batches, sum gradients over ranks, clip, step."""
     tick = time.perf_counter()
-    stats = objective.step(model, group, world, where)
-    world.sum_gradients(params)
+    with accumulating(model, len(group)) if sharded else nullcontext():
+        stats = objective.step(model, group, world, where)
+    if not sharded:  # FSDP has reduce-scattered them in the backward pass
+        world.sum_gradients(params)
+    # On FSDP's sharded gradients (DTensors) the norm is summed across ranks: every rank clips by the same total.
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
     tokens = stats.pop("tokens")
     if not (math.isfinite(stats["train_loss"]) and math.isfinite(grad_norm)):
@@ -214,6 +237,16 @@ def _export(model, tokenizer, checkpoints: Path | None, target: Path) -> Path | 
     return best
 
 
+def _export_sharded(model, tokenizer, checkpoints: Path | None, target: Path, world) -> Path | None:
+    """`_export` under FSDP, on every rank."""
+    world.barrier()  # rank 0 marks the best checkpoint after the others have moved on
+    best = best_checkpoint(checkpoints) if checkpoints is not None else None
+    if best is not None:
+        load_sharded_weights(best, model, world)
+    export_sharded(model, tokenizer, target, world)
+    return best
+
+
 def _summary(cfg: TrainConfig, records: list[dict], data: dict, plan, watch: EarlyStop, done: int, started: float) -> dict:
     last = records[-1]
     speeds = [r["tokens_per_s"] for r in records[1:] if "tokens_per_s" in r] or [records[0].get("tokens_per_s", 0)]
@@ -239,7 +272,8 @@ def _non_finite_loss(record: dict, checkpoints: Path) -> TuneloopError:
     )
 
 
-def _resume(checkpoints: Path, model, optimizer, scheduler, say) -> tuple[int, list[dict]]:
+def _resume(checkpoints: Path, model, optimizer, scheduler, say, sharded_world: World | None = None) -> tuple[int, list[dict]]:
+    """The latest complete checkpoint back in place; `sharded_world` under FSDP (each rank reads its own shards)."""
     last = latest_checkpoint(checkpoints)
     if last is None:
         if legacy := legacy_checkpoints(checkpoints):
@@ -248,7 +282,11 @@ def _resume(checkpoints: Path, model, optimizer, scheduler, say) -> tuple[int, l
                                 f"without --resume, into a new --out folder")
         say(f"[yellow]no checkpoint in {checkpoints}: starting from step 0[/]")
         return 0, []
-    step, records = load_checkpoint(last, model, optimizer, scheduler)
+    check_resumable(last, sharded_world, sharded=sharded_world is not None)
+    if sharded_world is not None:
+        step, records = load_sharded(last, model, optimizer, scheduler, sharded_world)
+    else:
+        step, records = load_checkpoint(last, model, optimizer, scheduler)
     say(f"resuming from {last} (step {step})")
     return step, records
 
