@@ -55,10 +55,30 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def umask() -> int:
+    """This process's umask, read without changing it (os.umask can only be read by setting it, racing other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def normal_mode(path: Path) -> Path:
+    """Give a file or folder made by tempfile (0600 / 0700) the mode `open` and `mkdir` would: 0666 / 0777 less the umask."""
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask())
+    return Path(path)
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    normal_mode(Path(tmp))
     with os.fdopen(fd, "w") as handle:
         json.dump(obj, handle, indent=2, default=str)
         handle.write("\n")

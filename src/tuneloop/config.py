@@ -32,6 +32,20 @@ class Strict(BaseModel):
 class ModelConfig(Strict):
     # A Hugging Face id, a local model folder, a .gguf file, or an embedded name.
     name: str = DEFAULT_MODEL
+    # The base's public id (org/name on the Hugging Face hub), written into adapters as base_model_name_or_path
+    # so peft, vLLM and providers find the base on any machine. Known already for a hub id, the embedded model
+    # and a folder in the Hugging Face cache; set it for a local folder or .gguf that has a public original.
+    hub_id: str | None = Field(default=None, max_length=200)
+
+    @field_validator("hub_id")
+    @classmethod
+    def _hub_id_shape(cls, value: str | None) -> str | None:
+        if value is not None and not _HUB_ID.match(value):
+            raise ValueError(f"must be a Hugging Face id like org/name, got '{value}'")
+        return value
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 
 class TaskConfig(Strict):

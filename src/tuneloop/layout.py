@@ -219,6 +219,7 @@ class ExportDir:
 
     model = _at("model")
     gguf = _at("model.gguf")
+    modelfile = _at("Modelfile")  # Ollama's, beside the GGUF
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from tuneloop.jobs.api import jobs_router
 from tuneloop.jobs.store import JobStore
 from tuneloop.jobs.worker import Worker
 from tuneloop.layout import PipelineDir, TrainDir
+from tuneloop.models.provenance import loadable_base
 from tuneloop.registry.lineage import register_run
 from tuneloop.registry.store import Registry
 from tuneloop.serve.app import create_app
@@ -145,7 +146,7 @@ def _base_of(models: list[str], registry) -> str | None:
     for ref in models:
         if Path(ref).is_dir():
             try:
-                return read_manifest(Path(ref))["model"]["name"]
+                return loadable_base(read_manifest(Path(ref))["model"])
             except Exception:
                 continue
         return registry.resolve(ref)["base_model"]

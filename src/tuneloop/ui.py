@@ -2,7 +2,8 @@
 
 In a terminal, progress is a rich bar. Anywhere else (a log file, `| cat`, CI) it is plain lines: one when a
 task starts, ends or has moved on for `every` seconds, and a heartbeat line while a long step runs, so that
-a reader always sees within 30 s that work goes on, and how far it has got.
+a reader always sees within 30 s that work goes on, and how far it has got. TUNELOOP_PROGRESS_SECONDS sets how
+often a moving task prints (15 s by default).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def progress(transient: bool = False):
             console=console,
             transient=transient,
         )
-    return LineProgress()
+    return LineProgress(every=_seconds("TUNELOOP_PROGRESS_SECONDS", 15.0))
 
 
 class LineProgress:
@@ -108,6 +109,14 @@ class LineProgress:
             timing += f", ~{_clock(elapsed / moved * (task['total'] - task['completed']))} left"
         parts.append(timing + (f" ({note})" if note else ""))
         print(f"[{time.strftime('%H:%M:%S')}] " + " · ".join(parts), file=sys.stderr, flush=True)
+
+
+def _seconds(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return min(max(value, 0.1), 3600.0)
 
 
 def _clock(seconds: float) -> str:

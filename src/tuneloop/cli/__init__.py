@@ -52,6 +52,22 @@ VERBS = {
     "init": init_cmd,
     "doctor": doctor_cmd,
 }
+
+
+def _version(show: bool) -> None:
+    if show:
+        from tuneloop import __version__
+
+        print(f"tuneloop {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print tuneloop's version and exit.")) -> None:
+    """tuneloop: fine-tune open LLMs, from raw data to a served model and back."""
+
+
 for verb, target in VERBS.items():
     if isinstance(target, typer.Typer):
         app.add_typer(target, name=verb)

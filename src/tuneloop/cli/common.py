@@ -34,7 +34,9 @@ def _quiet_libraries() -> None:
 
 def _emit(result: dict, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(result, default=str))
+        from tuneloop import __version__
+
+        print(json.dumps({**result, "tuneloop_version": __version__} if isinstance(result, dict) else result, default=str))
 
 
 def check_inputs(cfg, model: bool = True) -> None:

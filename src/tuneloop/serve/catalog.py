@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from tuneloop.artifacts import read_manifest
 from tuneloop.errors import TuneloopError
 from tuneloop.models import is_full_model, resolve_model, weights_folder
+from tuneloop.models.provenance import adapter_base, loadable_base
 from tuneloop.serve.engine import Engine
 from tuneloop.serve.generation import AdapterRef
 from tuneloop.serve.ab_routes import Routes
@@ -145,11 +146,12 @@ class Catalog:
         return Target(requested, variant, version, self.engine_for(self.base), adapter, system_prompt)
 
 
-def _manifest_base(run_dir: Path) -> str | None:
+def _manifest_base(artifact: Path) -> str | None:
+    """The base a run's manifest names, or (for an adapter folder that travelled alone) the adapter's own."""
     try:
-        return read_manifest(run_dir)["model"]["name"]
+        return loadable_base(read_manifest(artifact)["model"])
     except TuneloopError:
-        return None
+        return adapter_base(artifact)
 
 
 def _system_prompt(run_dir: Path) -> str | None:

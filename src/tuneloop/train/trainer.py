@@ -27,6 +27,7 @@ from tuneloop.config import ModelConfig, ObjectiveConfig, TrainConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.layout import Checkpoint, DataDir, TrainDir
 from tuneloop.models import load_tokenizer
+from tuneloop.models.provenance import base_record, stamp_adapter
 from tuneloop.train.checkpoint import (best_checkpoint, latest_checkpoint, legacy_checkpoints, load_checkpoint, load_weights,
                                       mark_best, prune, save_checkpoint)
 from tuneloop.train.distributed import World
@@ -155,12 +156,15 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, 
         best = _export(model, tokenizer, best_of, weights)
     if world.main:
         summary["best_step"] = Checkpoint(best).step if best else None
+        base = base_record(model_cfg.name, model_cfg.hub_id)
+        if isinstance(model, PeftModel):
+            stamp_adapter(weights, base["hub_id"])  # loads on any machine: peft, vLLM and providers find the base by it
         log.close()
         plot_losses(records, run.loss_plot)
         write_manifest(
             out, "train", cfg, inputs={"train": DataDir(data_dir).train},
             outputs=[weights, run.metrics, run.loss_plot], seed=cfg.seed, started=started,
-            parent=data_dir, extra={"model": model_cfg.model_dump(), "summary": summary, "task": _task_of(data_dir)},
+            parent=data_dir, extra={"model": base, "summary": summary, "task": _task_of(data_dir)},
         )
     world.close()
     return summary
