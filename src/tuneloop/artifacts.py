@@ -74,6 +74,14 @@ def normal_mode(path: Path) -> Path:
     return Path(path)
 
 
+def normal_modes(folder: Path) -> Path:
+    """normal_mode for a folder and all it holds (safetensors writes its files 0600)."""
+    for path in [Path(folder), *Path(folder).rglob("*")]:
+        if not path.is_symlink():
+            normal_mode(path)
+    return Path(folder)
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -202,3 +202,12 @@ def test_metrics_and_request_log_record_every_request(http, setup):
     assert mine and mine[-1]["route"] == "support-ab" and mine[-1]["variant"] in {"support@production", "support@challenger"}
     assert mine[-1]["latency_ms"] > 0 and mine[-1]["completion_tokens"] >= 1 and mine[-1]["status"] == 200
     assert any(r["status"] == 404 for r in records)
+
+
+def test_api_docs_render_offline_without_a_cdn(setup):
+    page = httpx.get(f"{setup['url']}/docs")
+    assert page.status_code == 200 and "/v1/chat/completions" in page.text and "/openapi.json" in page.text
+    assert "<script" not in page.text and "cdn" not in page.text.lower()  # nothing to fetch from elsewhere
+    assert "messages" in page.text  # the chat body's fields
+    assert httpx.get(f"{setup['url']}/redoc", follow_redirects=True).url.path == "/docs"
+    assert httpx.get(f"{setup['url']}/openapi.json").json()["info"]["title"] == "tuneloop"

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from tuneloop.artifacts import read_manifest, write_manifest
+from tuneloop.artifacts import normal_modes, read_manifest, write_manifest
 from tuneloop.errors import TuneloopError
 from tuneloop.layout import ExportDir, TrainDir
 from tuneloop.models.chat import stop_ids
@@ -52,6 +52,7 @@ def export_run(train_dir: Path, out: Path, gguf: str | None = None, ollama: bool
             from tuneloop.models.gguf_export import export_gguf
 
             outputs.append(export_gguf(folders.model, folders.gguf, outtype=gguf, bar=bar))
+    normal_modes(folders.model)
     if ollama:
         outputs.append(_modelfile(folders, manifest))
     write_manifest(out, "export", {"gguf": gguf, "ollama": ollama}, inputs={"weights": source}, outputs=outputs, parent=train_dir,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 
 from tuneloop.artifacts import sha256_dir, write_json
@@ -70,7 +69,7 @@ def stamp_adapter(folder: Path, public_id: str) -> None:
     write_json(path, config)
     card = Path(folder) / "README.md"
     if local and local != public_id and card.is_file():
-        card.write_text(re.sub(rf"^base_model: {re.escape(local)}$", f"base_model: {public_id}", card.read_text(), flags=re.M))
+        card.write_text(card.read_text().replace(local, public_id))  # base_model: and the base_model:adapter: tag
 
 
 def loadable_base(model: dict) -> str:

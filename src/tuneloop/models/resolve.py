@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuneloop.artifacts import cache_dir, normal_mode
+from tuneloop.artifacts import cache_dir, normal_mode, normal_modes
 from tuneloop.errors import TuneloopError
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,7 @@ def _convert_once(gguf: Path, key: str) -> Path:
         drop_quantizer_marker(model)  # the tensors are dequantized floats now
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        normal_modes(tmp)
         try:
             os.rename(tmp, target)
         except OSError:

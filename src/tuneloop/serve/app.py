@@ -27,6 +27,7 @@ from tuneloop import __version__
 from tuneloop.access import Access
 from tuneloop.db.requestlog import RequestStore
 from tuneloop.errors import TuneloopError
+from tuneloop.serve.api_docs import add_api_docs
 from tuneloop.serve.catalog import Catalog, ModelNotFound
 from tuneloop.serve.guards import BodyTooLarge, Guards
 from tuneloop.http import error
@@ -74,7 +75,8 @@ def create_app(catalog: Catalog, *, api_keys: list[str] | None = None, access: A
         if request_log is not None:
             request_log.close()
 
-    app = FastAPI(title="tuneloop", version=__version__, lifespan=lifespan)
+    app = FastAPI(title="tuneloop", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    add_api_docs(app)  # rendered here: FastAPI's own pages load their scripts from a CDN, blank offline
     app.state.draining = draining or threading.Event()
     app.add_middleware(Guards, limit_for=lambda path: limits.max_file_bytes if path == "/v1/files" else limits.max_body_bytes,
                        draining=app.state.draining, access=access or Access(write_keys=list(api_keys or [])))

@@ -18,6 +18,7 @@ from pathlib import Path
 from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file, load_model, save_model
 
+from tuneloop.artifacts import normal_modes
 from tuneloop.layout import Checkpoint, Checkpoints
 from tuneloop.train.state import load_state, save_state
 
@@ -29,6 +30,7 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, records:
     shutil.rmtree(tmp.path, ignore_errors=True)
     save_weights(model, tmp.weights)
     save_state(tmp.state, tmp.tensors, step=step, optimizer=optimizer, scheduler=scheduler, records=records)
+    normal_modes(tmp.path)  # safetensors writes 0600; the run folder's other files follow the umask
     shutil.rmtree(final.path, ignore_errors=True)  # a re-run of the same step replaces it whole
     os.replace(tmp.path, final.path)
     return final.path

@@ -22,7 +22,7 @@ from peft import PeftModel
 from transformers import get_scheduler, set_seed
 
 from tuneloop import threads
-from tuneloop.artifacts import exclusive, read_manifest, write_manifest
+from tuneloop.artifacts import exclusive, normal_modes, read_manifest, write_manifest
 from tuneloop.config import ModelConfig, ObjectiveConfig, TrainConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.layout import Checkpoint, DataDir, TrainDir
@@ -159,6 +159,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, 
         base = base_record(model_cfg.name, model_cfg.hub_id)
         if isinstance(model, PeftModel):
             stamp_adapter(weights, base["hub_id"])  # loads on any machine: peft, vLLM and providers find the base by it
+        normal_modes(weights)
         log.close()
         plot_losses(records, run.loss_plot)
         write_manifest(
