@@ -146,7 +146,7 @@ def _add_tokenizer(writer: gguf.GGUFWriter, model_dir: Path, vocab_size: int) ->
     # Merges, bos/eos/unk/pad ids and the chat template (tokenizer_config.json or chat_template.jinja).
     special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=vocab_size)
     # Say whether to prepend BOS as this tokenizer does: llama.cpp's default for a BPE vocabulary may differ.
-    special.add_special_token.setdefault("bos", _adds_bos(tokenizer))
+    special.add_special_token.setdefault("bos", adds_bos(tokenizer))
     special.add_to_gguf(writer, quiet=True)
 
 
@@ -185,7 +185,7 @@ def _vocabulary(tokenizer, vocab_size: int) -> tuple[list[str], list[int]]:
     return tokens, types
 
 
-def _adds_bos(tokenizer) -> bool:
+def adds_bos(tokenizer) -> bool:
     return tokenizer.bos_token_id is not None and tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
 
 

@@ -38,8 +38,9 @@ def read_turns(tokenizer) -> Turns:
     messages = [{"role": role, "content": _PROBES[role]} for role in ROLES]
     text = render_chat(tokenizer, messages)
     asking = render_chat(tokenizer, messages[:2], generation_prompt=True)
-    adds_bos = tokenizer.bos_token_id is not None and tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
-    if adds_bos and text.startswith(tokenizer.bos_token):  # llama.cpp prepends it itself, as the GGUF says
+    from tuneloop.models.gguf_export import adds_bos
+
+    if adds_bos(tokenizer) and text.startswith(tokenizer.bos_token):  # llama.cpp prepends it itself, as the GGUF says
         text, asking = text[len(tokenizer.bos_token):], asking[len(tokenizer.bos_token):]
     end = traits(tokenizer).end_of_turn
     prefix, suffix, rest = {}, {}, text
