@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from tests.conftest import TINY_PIPELINE, ticket_rows, write_jsonl
 from tuneloop.config import ModelConfig, TrainConfig
@@ -146,11 +147,21 @@ def test_version():
 
 
 def render_go(template: str, messages: list[dict]) -> str:
-    """Render the one shape of Go template models/ollama.py writes: range over .Messages, if/else-if on .Role."""
-    head = re.fullmatch(r"\{\{ range \.Messages \}\}(.*)\{\{ end \}\}\{\{ end \}\}(.*)", template, re.S)
-    branches = dict((role, (pre, post)) for role, pre, post in re.findall(
-        r'\{\{ (?:if|else if) eq \.Role "(\w+)" \}\}(.*?)\{\{ \.Content \}\}(.*?)(?=\{\{ else if|\Z)', head.group(1), re.S))
-    return "".join(branches[m["role"]][0] + m["content"] + branches[m["role"]][1] for m in messages) + head.group(2)
+    """Render the one shape of Go template models/ollama.py writes: an opening, a range over .Messages with
+    if/else-if on .Role, the folded system text in the user branch, the answer's opening."""
+    from tuneloop.models.ollama import FOLD_CONDITION
+
+    head = re.fullmatch(r"(.*?)\{\{ range \$i, \$_ := \.Messages \}\}(.*)\{\{ end \}\}\{\{ end \}\}(.*)", template, re.S)
+    branches = dict((role, body) for role, body in re.findall(
+        r'\{\{ (?:if|else if) eq \.Role "(\w+)" \}\}(.*?)(?=\{\{ else if eq \.Role|\Z)', head.group(2), re.S))
+    fold = re.escape(FOLD_CONDITION) + r"\{\{ \(index \$\.Messages 0\)\.Content \}\}(.*?)\{\{ end \}\}"
+    out = [head.group(1)]
+    for i, message in enumerate(messages):
+        body = branches[message["role"]]
+        system_first = i == 1 and messages[0]["role"] == "system"
+        body = re.sub(fold, lambda m: messages[0]["content"] + m.group(1) if system_first else "", body, flags=re.S)
+        out.append(body.replace("{{ .Content }}", message["content"]))
+    return "".join(out) + head.group(3)
 
 
 def test_the_modelfile_renders_conversations_as_the_chat_template_does(tokenizer, tmp_path):
@@ -166,3 +177,30 @@ def test_the_modelfile_renders_conversations_as_the_chat_template_does(tokenizer
     chat = [{"role": "system", "content": "Reply with JSON."}, {"role": "user", "content": "Where is my parcel?"},
             {"role": "assistant", "content": '{"category": "shipping"}'}, {"role": "user", "content": "And the refund?"}]
     assert render_go(template, chat) == tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    # Without a task system prompt, the one SmolLM2's template writes into a conversation that has none.
+    alone = write_modelfile(tmp_path / "Modelfile.plain", tmp_path / "model.gguf", tokenizer, None, stops).read_text()
+    assert 'SYSTEM """You are a helpful AI assistant named SmolLM' in alone
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "gemma2", "gemma3_text", "phi3", "gemma3_text-sentencepiece"])
+def test_the_modelfile_renders_every_familys_conversations_as_tuneloop_trains_them(family, tiny_model_dir, tmp_path):
+    """Gemma 2 and Mistral fold the system text into the first user turn (tuneloop does, for training), Gemma 3's own
+    template does, Phi-3's closes a finished conversation with EOS, Mistral's user turn has no end-of-turn token, and
+    a BOS is written by the template unless the tokenizer adds it (then llama.cpp prepends it, as the GGUF says)."""
+    from tests.models.families_kit import KITS, SENTENCEPIECE, make_family_model, make_sentencepiece_tokenizer
+    from tuneloop.models.chat import render_chat
+    from tuneloop.models.gguf_vocab import adds_bos
+    from tuneloop.models.ollama import go_template, read_turns
+
+    kit = KITS[family.split("-")[0]]
+    vocabulary = make_sentencepiece_tokenizer(tmp_path / "spm", *SENTENCEPIECE[kit.model_type]) if "-" in family else tiny_model_dir
+    tokenizer = AutoTokenizer.from_pretrained(make_family_model(tmp_path / "model", kit, vocabulary))
+    template = go_template(read_turns(tokenizer))
+    for chat in ([{"role": "system", "content": "Reply with JSON."}, {"role": "user", "content": "Where is my parcel?"},
+                  {"role": "assistant", "content": '{"category": "shipping"}'}, {"role": "user", "content": "And the refund?"}],
+                 [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye"}]):
+        expected = render_chat(tokenizer, chat, generation_prompt=True)
+        if adds_bos(tokenizer):
+            assert expected.startswith(tokenizer.bos_token) and not template.startswith(tokenizer.bos_token)
+            expected = expected[len(tokenizer.bos_token):]
+        assert render_go(template, chat) == expected

@@ -65,6 +65,9 @@ class Kit:
 
 SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              max_position_embeddings=1024)
+# Gemma scales attention by 1/sqrt(query_pre_attn_scalar), which its published models keep equal to head_dim (as
+# llama.cpp assumes); the config's default of 256 would not be, at this head size.
+_GEMMA = {"head_dim": 16, "query_pre_attn_scalar": 16}
 _MOE = dict(num_experts_per_tok=2, router_aux_loss_coef=0.02)
 KITS = {
     "llama": Kit("llama", LLAMA3, {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "pad_token": "<|finetune_right_pad_id|>"},
@@ -74,9 +77,9 @@ KITS = {
     "qwen2": Kit("qwen2", CHATML, {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}, (), "<|im_end|>", {}),
     "qwen3": Kit("qwen3", CHATML, {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}, (), "<|im_end|>", {"head_dim": 16}),
     "gemma2": Kit("gemma2", GEMMA2, {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>"},
-                  ("<start_of_turn>", "<end_of_turn>"), "<end_of_turn>", {"head_dim": 16}, fold_system=True),
+                  ("<start_of_turn>", "<end_of_turn>"), "<end_of_turn>", _GEMMA, fold_system=True),
     "gemma3_text": Kit("gemma3_text", GEMMA3, {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>"},
-                       ("<start_of_turn>", "<end_of_turn>"), "<end_of_turn>", {"head_dim": 16}),
+                       ("<start_of_turn>", "<end_of_turn>"), "<end_of_turn>", _GEMMA),
     "phi3": Kit("phi3", PHI3, {"eos_token": "<|endoftext|>"}, ("<|user|>", "<|assistant|>", "<|system|>", "<|end|>"), "<|end|>", {}),
     "mixtral": Kit("mixtral", MISTRAL, {"bos_token": "<s>", "eos_token": "</s>"}, ("[INST]", "[/INST]"), "</s>",
                    {"num_local_experts": 4, **_MOE}, fold_system=True),
@@ -100,8 +103,56 @@ def make_family_model(path: Path, kit: Kit, base_tokenizer_dir: Path) -> Path:
     tokenizer.chat_template = kit.template
     ids = {f"{key[:-6]}_token_id": tokenizer.convert_tokens_to_ids(getattr(tokenizer, key)) for key in ("bos_token", "eos_token", "pad_token")
            if getattr(tokenizer, key) is not None}
-    config = AutoConfig.for_model(kit.model_type, vocab_size=len(tokenizer), **SMALL, **ids, **kit.config)
+    config = AutoConfig.for_model(kit.model_type, vocab_size=len(tokenizer), **{**SMALL, **ids, **kit.config})
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+# Pieces learned from this text: enough for the tests' prompts to be mostly whole words, with the rest in bytes.
+_PIECE_TEXT = (
+    "You are a helpful assistant. What is the capital of France? Write a haiku about the sea. My parcel never arrived, "
+    "what now? Order 4521 never arrived: 3 boxes, 12.5 kg. Reply with JSON: the category and the priority of the "
+    "ticket. shipping billing account technical refund high low medium user assistant system model"
+)
+
+
+# family -> (bos, eos, space prefix) of a SentencePiece vocabulary, as the family's published tokenizers have it.
+SENTENCEPIECE = {"gemma2": ("<bos>", "<eos>", False), "gemma3_text": ("<bos>", "<eos>", False), "phi3": ("<s>", "</s>", True)}
+
+
+def make_sentencepiece_tokenizer(path: Path, bos: str, eos: str, space_prefix: bool) -> Path:
+    """A SentencePiece-style tokenizer as transformers saves Gemma's, Phi-3's and Llama 2's: a BPE with byte fallback
+    over `▁`-marked words, ids in SentencePiece's order (specials, the 256 byte pieces, then pieces by score), and
+    merges made from every pair of pieces whose join is a piece, ranked by that piece, as transformers' converter
+    makes them. `space_prefix`: a `▁` before the first word (Llama 2, Phi-3), else none (Gemma)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    learner = Tokenizer(models.BPE())
+    learner.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
+    learner.train_from_iterator([_PIECE_TEXT] * 4 + list(WORDS_TEXT), trainers.BpeTrainer(vocab_size=400, show_progress=False))
+    learned = sorted(learner.get_vocab().items(), key=lambda item: item[1])
+    specials = ["<pad>", eos, bos, "<unk>"]
+    pieces = specials + [f"<0x{byte:02X}>" for byte in range(256)] + [piece for piece, _ in learned]
+    vocab = {piece: index for index, piece in enumerate(pieces)}
+    merges = sorted(
+        ((piece[:cut], piece[cut:]) for piece in pieces[len(specials) + 256:] for cut in range(1, len(piece))
+         if piece[:cut] in vocab and piece[cut:] in vocab),
+        key=lambda pair: (vocab[pair[0] + pair[1]], vocab[pair[0]], vocab[pair[1]]),
+    )
+    tokenizer = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    if space_prefix:
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first", split=False)
+    else:
+        tokenizer.normalizer = normalizers.Replace(" ", "▁")
+    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    tokenizer.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if space_prefix else []))
+    tokenizer.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, vocab[bos])])
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=bos, eos_token=eos, unk_token="<unk>", pad_token="<pad>")
+    wrapped.save_pretrained(path)
+    return path
+
+
+WORDS_TEXT = [_PIECE_TEXT.lower(), _PIECE_TEXT.upper()]

@@ -78,10 +78,18 @@ def test_k_quants_without_llama_quantize_say_how_to_get_it(tiny_model_dir, tmp_p
 
 
 @pytest.mark.skipif(llama_quantize_binary() is None, reason="llama.cpp's llama-quantize is not installed")
-def test_k_quants_through_llama_quantize(tiny_model_dir, tmp_path):
-    path = export_gguf(tiny_model_dir, tmp_path / "model.gguf", "q4_k_m")
+@pytest.mark.parametrize("outtype, kinds", [("q4_k_m", {"Q4_K", "Q6_K"}), ("q5_k_m", {"Q5_K", "Q6_K"})])
+def test_k_quants_through_llama_quantize(outtype, kinds, tokenizer, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    # K-quants work in blocks of 256 values: rows this wide (llama-quantize falls back to Q5_0/Q8_0 for narrower ones)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    path = export_gguf(tmp_path / "model", tmp_path / "model.gguf", outtype)
     types = {t.tensor_type.name for t in gguf.GGUFReader(path).tensors if len(t.shape) > 1}
-    assert types & {"Q4_K", "Q5_K", "Q6_K"}, types
+    assert types <= kinds and types & kinds - {"Q6_K"}, types
     assert not (tmp_path / "model.f16.gguf").exists()
 
 

@@ -1,21 +1,23 @@
-"""Export a Hugging Face model folder (Llama, Mistral, Qwen2, Qwen3) to one GGUF file that llama.cpp and ollama can run.
+"""Export a Hugging Face model folder (Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3) to one GGUF file that llama.cpp and
+ollama can run.
 
 The folder is what `save_pretrained` writes (config.json, safetensors weights, tokenizer files), e.g. a
-LoRA adapter merged into SmolLM2. The file follows llama.cpp's own converter (convert_hf_to_gguf.py,
-LlamaModel / Qwen2Model / Qwen3Model): the architecture's hyperparameters, the byte-level BPE vocabulary
-with merges, special token ids and chat template, and the weights under GGUF names in f32, f16 or Q8_0 (the
-`gguf` library's quantizer, as the converter's --outtype q8_0). Only the `gguf` library is used, so no llama.cpp
-checkout is needed; Q4_K_M / Q5_K_M are made from the f16 file by llama.cpp's `llama-quantize` when it is installed. Other families' merged folders convert with
-llama.cpp's own convert_hf_to_gguf.py.
+LoRA adapter merged into SmolLM2. The file follows llama.cpp's own converter (convert_hf_to_gguf.py, LlamaModel /
+Qwen2Model / Qwen3Model / Gemma2Model / Gemma3Model / Phi3MiniModel): the architecture's hyperparameters, the
+vocabulary (gguf_vocab.py), and the weights under GGUF names in f32, f16 or Q8_0 (the `gguf` library's quantizer,
+as the converter's --outtype q8_0). Only the `gguf` library is used, so no llama.cpp checkout is needed; Q4_K_M /
+Q5_K_M are made from the f16 file by llama.cpp's `llama-quantize` when it is installed. Other families' merged
+folders convert with llama.cpp's own convert_hf_to_gguf.py.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
-from hashlib import sha256
+from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
@@ -23,32 +25,33 @@ import numpy as np
 from safetensors import safe_open
 
 from tuneloop.errors import TuneloopError
+from tuneloop.models.gguf_vocab import add_tokenizer
+
+
+@dataclass(frozen=True)
+class _Arch:
+    gguf: gguf.MODEL_ARCH
+    interleave_rope: bool = False  # llama.cpp's Llama rope rotates adjacent pairs; the others are NeoX, HF's layout
+    norm_offset: float = 0.0  # Gemma's RMSNorm scales by (1 + weight); llama.cpp's by the weight it reads
+
 
 # transformers class -> llama.cpp architecture. Mistral is a Llama to llama.cpp (its converter's LlamaModel).
 ARCHITECTURES = {
-    "LlamaForCausalLM": gguf.MODEL_ARCH.LLAMA, "MistralForCausalLM": gguf.MODEL_ARCH.LLAMA,
-    "Qwen2ForCausalLM": gguf.MODEL_ARCH.QWEN2, "Qwen3ForCausalLM": gguf.MODEL_ARCH.QWEN3,
+    "LlamaForCausalLM": _Arch(gguf.MODEL_ARCH.LLAMA, interleave_rope=True),
+    "MistralForCausalLM": _Arch(gguf.MODEL_ARCH.LLAMA, interleave_rope=True),
+    "Qwen2ForCausalLM": _Arch(gguf.MODEL_ARCH.QWEN2), "Qwen3ForCausalLM": _Arch(gguf.MODEL_ARCH.QWEN3),
+    "Gemma2ForCausalLM": _Arch(gguf.MODEL_ARCH.GEMMA2, norm_offset=1.0),
+    "Gemma3ForCausalLM": _Arch(gguf.MODEL_ARCH.GEMMA3, norm_offset=1.0),
+    "Phi3ForCausalLM": _Arch(gguf.MODEL_ARCH.PHI3),
 }
+# llama.cpp fixes Gemma's attention scale at 1/sqrt(head_dim), or 1/sqrt(hidden/heads) for the 27B models, which it
+# tells by their layer count.
+_GEMMA_27B_LAYERS = {gguf.MODEL_ARCH.GEMMA2: 46, gguf.MODEL_ARCH.GEMMA3: 62}
 OUTTYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
 # K-quants need llama.cpp's importance-free quantizer (its C code): written from an f16 file by `llama-quantize`.
 QUANTIZER_OUTTYPES = {"q4_k_m": "Q4_K_M", "q5_k_m": "Q5_K_M"}
 ALL_OUTTYPES = (*OUTTYPES, *QUANTIZER_OUTTYPES)
 
-# llama.cpp splits text before BPE with a regex it chooses by `tokenizer.ggml.pre`, and refuses a name it
-# does not know. Its converter finds the name by hashing the ids of this exact text; same text, same hashes.
-_CHKTXT = (
-    "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫️ (multiple emojis concatenated) ✅ 🦙🦙 "
-    "3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ "
-    "------======= нещо на Български ''''''```````\"\"\"\"......!!!!!!?????? I've been 'told he's there, "
-    "'RE you sure? 'M not sure I'll make it, 'D you like some tea? We'Ve a'lL"
-)
-_PRE_TOKENIZERS = {
-    "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249": "smollm",  # SmolLM, SmolLM2
-    "0ef9807a4087ebef797fc749390439009c3b9eda9ad1a097abbe738f486c01e5": "llama-bpe",  # Llama 3
-    "3ce83efda5659b07b1ad37ca97ca5797ea4285d9b9ab0dc679e4a720c9da7454": "gpt-2",
-    "e636dc30a262dcc0d8c323492e32ae2b70728f4df7dfe9737d9f920a282b8aea": "qwen2",  # Qwen1.5 / Qwen2 / Qwen2.5
-    "d4540891389ea895b53b399da6ac824becc30f2fba0e9ddbb98f92e55ca0e97c": "qwen2",  # Qwen3
-}
 # Buffers some checkpoints save; llama.cpp recomputes them, and the name map would wrongly take them for rope_freqs.
 _SKIPPED_SUFFIXES = (".rotary_emb.inv_freq",)
 
@@ -66,10 +69,10 @@ def export_gguf(model_dir: Path, out_file: Path, outtype: str = "f16", bar=None)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target and renamed at the end, so a failed export never leaves a truncated .gguf behind.
     partial = out_file.with_name(out_file.name + ".partial")
-    writer = gguf.GGUFWriter(partial, gguf.MODEL_ARCH_NAMES[arch])
+    writer = gguf.GGUFWriter(partial, gguf.MODEL_ARCH_NAMES[arch.gguf])
     try:
-        _add_hyperparameters(writer, config, model_dir.name, OUTTYPES[outtype])
-        _add_tokenizer(writer, model_dir, config["vocab_size"])
+        _add_hyperparameters(writer, config, arch, model_dir.name, OUTTYPES[outtype])
+        add_tokenizer(writer, model_dir, config["vocab_size"])
         _add_tensors(writer, model_dir, config, outtype, arch, bar)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
@@ -98,28 +101,36 @@ def _read_config(model_dir: Path) -> dict:
     return config
 
 
-def _rope(config: dict) -> tuple[float, float | None]:
-    """(rope base frequency, linear scaling factor or None)."""
-    # transformers 5 nests rope settings under rope_parameters; 4.x keeps rope_theta and rope_scaling at top level.
+def _rope_settings(config: dict, layer_type: str = "full_attention") -> dict:
+    # transformers 5 nests rope settings under rope_parameters (per layer type for Gemma 3); 4.x keeps rope_theta and
+    # rope_scaling at top level.
     rope = {**(config.get("rope_scaling") or {}), **(config.get("rope_parameters") or {})}
+    return rope.get(layer_type, rope)
+
+
+def _rope(config: dict, layer_type: str = "full_attention", kinds=("default", "linear")) -> tuple[float, float | None]:
+    """(rope base frequency, linear scaling factor or None) of one kind of layer."""
+    rope = _rope_settings(config, layer_type)
     kind = rope.get("rope_type", rope.get("type", "default"))
-    if kind not in ("default", "linear"):
-        # llama3/yarn scaling needs extra tensors and keys (rope_freqs) that this exporter does not write.
-        raise TuneloopError(f"GGUF export: rope scaling '{kind}' is not supported (only default or linear rope)")
-    theta = rope.get("rope_theta", config.get("rope_theta", 10000.0))
+    if kind not in kinds:
+        # llama3/yarn/longrope scaling needs extra tensors and keys (rope_freqs) that this exporter does not write.
+        raise TuneloopError(f"GGUF export: rope scaling '{kind}' is not supported (only default or linear rope): "
+                            f"convert the merged folder with llama.cpp's convert_hf_to_gguf.py")
+    default = config.get("rope_local_base_freq", 10000.0) if layer_type == "sliding_attention" else 10000.0
+    theta = rope.get("rope_theta", config.get("rope_theta", default))
     return float(theta), (float(rope["factor"]) if kind == "linear" else None)
 
 
-def _add_hyperparameters(writer: gguf.GGUFWriter, config: dict, name: str, file_type: int) -> None:
-    theta, linear_factor = _rope(config)
+def _add_hyperparameters(writer: gguf.GGUFWriter, config: dict, arch: _Arch, name: str, file_type: int) -> None:
+    theta, linear_factor = _rope(config, kinds=("default", "linear", *(("longrope",) if arch.gguf == gguf.MODEL_ARCH.PHI3 else ())))
     n_head = config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // n_head
+    rope_dim = head_dim
     writer.add_name(name)
     writer.add_context_length(config["max_position_embeddings"])
     writer.add_embedding_length(config["hidden_size"])
     writer.add_block_count(config["num_hidden_layers"])
     writer.add_feed_forward_length(config["intermediate_size"])
-    writer.add_rope_dimension_count(head_dim)
     writer.add_head_count(n_head)
     writer.add_head_count_kv(config.get("num_key_value_heads") or n_head)
     writer.add_key_length(head_dim)
@@ -129,75 +140,65 @@ def _add_hyperparameters(writer: gguf.GGUFWriter, config: dict, name: str, file_
     if linear_factor is not None:
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(linear_factor)
+    if arch.gguf in _GEMMA_27B_LAYERS:
+        _add_gemma(writer, config, arch.gguf, n_head, head_dim)
+    elif arch.gguf == gguf.MODEL_ARCH.PHI3:
+        rope = _rope_settings(config)
+        rope_dim = int(rope.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0)) * head_dim)
+        original = _phi3_original_context(config)
+        writer.add_rope_scaling_orig_ctx_len(original)
+        writer.add_sliding_window(config.get("sliding_window") or 0)  # llama.cpp runs Phi-3 without it either way
+        if rope.get("long_factor"):  # longrope (Phi-3 128k, Phi-3.5, Phi-4-mini): the factors go in as tensors
+            scale = config["max_position_embeddings"] / original
+            default = math.sqrt(1 + math.log(scale) / math.log(original)) if scale > 1 else 1.0
+            writer.add_rope_scaling_attn_factors(float(rope.get("attention_factor") or default))
+    writer.add_rope_dimension_count(rope_dim)
     writer.add_vocab_size(config["vocab_size"])
     writer.add_file_type(file_type)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 
-def _add_tokenizer(writer: gguf.GGUFWriter, model_dir: Path, vocab_size: int) -> None:
-    from transformers import AutoTokenizer  # heavy: imported only when exporting
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokens, token_types = _vocabulary(tokenizer, vocab_size)
-    writer.add_tokenizer_model("gpt2")  # llama.cpp's name for byte-level BPE
-    writer.add_tokenizer_pre(_pre_tokenizer_name(tokenizer))
-    writer.add_token_list(tokens)
-    writer.add_token_types(token_types)
-    # Merges, bos/eos/unk/pad ids and the chat template (tokenizer_config.json or chat_template.jinja).
-    special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=vocab_size)
-    # Say whether to prepend BOS as this tokenizer does: llama.cpp's default for a BPE vocabulary may differ.
-    special.add_special_token.setdefault("bos", adds_bos(tokenizer))
-    special.add_to_gguf(writer, quiet=True)
+def _phi3_original_context(config: dict) -> int:
+    rope = _rope_settings(config)
+    return int(rope.get("original_max_position_embeddings") or config.get("original_max_position_embeddings")
+               or config["max_position_embeddings"])
 
 
-def _pre_tokenizer_name(tokenizer) -> str:
-    digest = sha256(str(tokenizer.encode(_CHKTXT)).encode()).hexdigest()
-    if digest not in _PRE_TOKENIZERS and type(tokenizer).__name__ == "Qwen2Tokenizer":
-        return "qwen2"  # transformers builds Qwen2's split regex into the class itself, whatever the vocabulary
-    if digest not in _PRE_TOKENIZERS:
+def _extra_tensors(config: dict, arch: _Arch) -> dict[str, np.ndarray]:
+    """Tensors llama.cpp reads that the checkpoint keeps in its config: Phi-3's longrope factors."""
+    rope = _rope_settings(config)
+    if arch.gguf != gguf.MODEL_ARCH.PHI3 or not rope.get("long_factor"):
+        return {}
+    return {f"{gguf.TENSOR_NAMES[tensor]}.weight": np.asarray(rope[key], dtype=np.float32)
+            for tensor, key in ((gguf.MODEL_TENSOR.ROPE_FACTORS_LONG, "long_factor"), (gguf.MODEL_TENSOR.ROPE_FACTORS_SHORT, "short_factor"))}
+
+
+def _add_gemma(writer: gguf.GGUFWriter, config: dict, arch, n_head: int, head_dim: int) -> None:
+    """Gemma 2/3: soft caps, the sliding window and which layers use it, and the local layers' rope base."""
+    scaled = config["hidden_size"] // n_head if config["num_hidden_layers"] == _GEMMA_27B_LAYERS[arch] else head_dim
+    if (config.get("query_pre_attn_scalar") or scaled) != scaled:
         raise TuneloopError(
-            "GGUF export: the tokenizer is not one llama.cpp can split text for here "
-            "(supported: the byte-level BPE tokenizers of SmolLM/SmolLM2, Llama 3, Qwen2/2.5/3 and GPT-2)"
+            f"GGUF export: this model scales attention by 1/sqrt({config['query_pre_attn_scalar']}) (query_pre_attn_scalar), "
+            f"and llama.cpp fixes it at 1/sqrt({scaled}) for this size: its GGUF would answer differently"
         )
-    return _PRE_TOKENIZERS[digest]
+    for key, add in (("attn_logit_softcapping", writer.add_attn_logit_softcapping),
+                     ("final_logit_softcapping", writer.add_final_logit_softcapping)):
+        if config.get(key):
+            add(float(config[key]))
+    layer_types = config.get("layer_types") or []
+    if config.get("sliding_window") and "sliding_attention" in layer_types:
+        writer.add_sliding_window(config["sliding_window"])
+        writer.add_sliding_window_pattern([kind == "sliding_attention" for kind in layer_types])
+        writer.add_rope_freq_base_swa(_rope(config, "sliding_attention")[0])
 
 
-def _vocabulary(tokenizer, vocab_size: int) -> tuple[list[str], list[int]]:
-    """Token strings and types for every id below the model's vocab_size, as llama.cpp's converter lists them."""
-    by_id = {index: token for token, index in tokenizer.get_vocab().items()}
-    if max(by_id) >= vocab_size:
-        raise TuneloopError(f"GGUF export: tokenizer ids reach {max(by_id)}, past the model's vocab_size {vocab_size}")
-    added = tokenizer.added_tokens_decoder
-    tokens, types = [], []
-    for index in range(vocab_size):
-        token = by_id.get(index)
-        if token is None:  # embeddings padded past the tokenizer: placeholders keep the ids aligned
-            tokens.append(f"[PAD{index}]")
-            types.append(gguf.TokenType.UNUSED)
-        elif index in added:
-            # Control tokens are never produced from plain text; `<|...|>` ones count even when not marked special.
-            control = added[index].special or (token.startswith("<|") and token.endswith("|>"))
-            tokens.append(token)
-            types.append(gguf.TokenType.CONTROL if control else gguf.TokenType.USER_DEFINED)
-        else:
-            tokens.append(token)
-            types.append(gguf.TokenType.NORMAL)
-    return tokens, types
-
-
-def adds_bos(tokenizer) -> bool:
-    return tokenizer.bos_token_id is not None and tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
-
-
-def _add_tensors(writer: gguf.GGUFWriter, model_dir: Path, config: dict, outtype: str, arch, bar=None) -> None:
+def _add_tensors(writer: gguf.GGUFWriter, model_dir: Path, config: dict, outtype: str, arch: _Arch, bar=None) -> None:
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise TuneloopError(f"GGUF export: no .safetensors weights in {model_dir}")
     total = sum(len(safe_open(file, framework="pt").keys()) for file in files)
     task = bar.add_task(f"gguf {outtype}", total=total, info="") if bar else None
-    names = gguf.get_tensor_name_map(arch, config["num_hidden_layers"])
-    # llama.cpp's Llama rope rotates adjacent pairs (q/k rows reordered below); Qwen's is the NeoX rope, HF's own layout.
-    interleave = arch == gguf.MODEL_ARCH.LLAMA
+    names = gguf.get_tensor_name_map(arch.gguf, config["num_hidden_layers"])
     n_head = config["num_attention_heads"]
     n_kv_head = config.get("num_key_value_heads") or n_head
     for file in files:
@@ -208,15 +209,19 @@ def _add_tensors(writer: gguf.GGUFWriter, model_dir: Path, config: dict, outtype
                     continue
                 gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
                 if gguf_name is None:
-                    raise TuneloopError(f"GGUF export: tensor '{name}' in {file.name} has no {gguf.MODEL_ARCH_NAMES[arch]} GGUF name")
+                    raise TuneloopError(f"GGUF export: tensor '{name}' in {file.name} has no {gguf.MODEL_ARCH_NAMES[arch.gguf]} GGUF name")
                 data = weights.get_tensor(name).float().numpy()  # via float32: numpy has no bfloat16
-                if interleave and name.endswith(("q_proj.weight", "q_proj.bias")):
+                if arch.interleave_rope and name.endswith(("q_proj.weight", "q_proj.bias")):
                     data = _interleave_rope_halves(data, n_head)
-                elif interleave and name.endswith(("k_proj.weight", "k_proj.bias")):
+                elif arch.interleave_rope and name.endswith(("k_proj.weight", "k_proj.bias")):
                     data = _interleave_rope_halves(data, n_kv_head)
+                elif arch.norm_offset and name.endswith("norm.weight"):
+                    data = data + np.float32(arch.norm_offset)
                 _add_tensor(writer, gguf_name, data, outtype)
                 if bar:
                     bar.update(task, advance=1, info=gguf_name)
+    for gguf_name, data in _extra_tensors(config, arch).items():
+        _add_tensor(writer, gguf_name, data, outtype)
 
 
 def _add_tensor(writer: gguf.GGUFWriter, name: str, data: np.ndarray, outtype: str) -> None:
