@@ -6,8 +6,10 @@
 llama-server is built from the llama.cpp source that llama-cpp-python's sdist ships (no prebuilt binary is
 assumed): `pip download llama-cpp-python --no-binary :all: --no-deps`, unpack, then in vendor/llama.cpp
 `cmake -B build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF && cmake --build build
---target llama-server`. The embedded model is exported once with tuneloop's own GGUF writer as f32, the
-dtype our engine serves on CPU, so both sides multiply the same numbers.
+--target llama-server llama-quantize` (where the CPU has AMX that the machine does not enable, a Q8_0 file
+dies with SIGILL: build with -DGGML_NATIVE=OFF -DGGML_AVX512=ON -DGGML_AMX_INT8=OFF ... instead). The
+embedded model is exported once with tuneloop's own GGUF writer as f32, the dtype our engine serves on CPU,
+so both sides multiply the same numbers.
 
 For each thread count the two servers run one after the other (never at once), each with that many
 threads (llama-server `-t/-tb`, ours OMP_NUM_THREADS and TUNELOOP_THREADS), 16 parallel slots, greedy, the

@@ -88,8 +88,8 @@ def test_f16_export_is_close(original, tiny_model_dir, tmp_path):
 
 
 def test_an_architecture_the_exporter_does_not_write_is_refused(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2"}))
-    with pytest.raises(TuneloopError, match="writes LlamaForCausalLM.*Qwen3ForCausalLM.*is Gemma2ForCausalLM.*convert_hf_to_gguf"):
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["MixtralForCausalLM"], "model_type": "mixtral"}))
+    with pytest.raises(TuneloopError, match="writes LlamaForCausalLM.*Phi3ForCausalLM.*is MixtralForCausalLM.*convert_hf_to_gguf"):
         export_gguf(tmp_path, tmp_path / "out.gguf")
     assert not (tmp_path / "out.gguf").exists()
 
