@@ -547,6 +547,97 @@ class RlRound(Strict):
                                       "lora": self.lora})
 
 
+class SweepRange(Strict):
+    """A number between `low` and `high` (inclusive); `log`: sampled on a log scale; `step`: on a grid of it."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SweepRange":
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0, got {self.low}")
+        if self.log and self.step:
+            raise ValueError("log and step cannot both be set")
+        return self
+
+
+class SweepConfig(Strict):
+    """`tuneloop sweep`: an Optuna study over train settings, chosen on the validation split."""
+
+    # Dotted train settings -> a range ({low, high, log, step}) or a list of values to choose from.
+    space: dict[str, SweepRange | list[Any]] = Field(min_length=1)
+    # What a trial scores: val_loss, or a task metric on greedy validation answers (as train.select_by names them:
+    # category_accuracy, category.f1_macro, json_valid, ...); None = train.select_by, else val_loss. Its best value
+    # over the trial's evaluations counts; the direction is minimise for losses, maximise otherwise.
+    objective: str | None = Field(None, pattern=r"^[A-Za-z0-9_.]+$")
+    trials: int = Field(6, ge=1, le=10_000)
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    # median: stop a trial whose validation curve is below the median of earlier trials at the same step
+    # (needs train.eval_every > 0); none: every trial runs to its end.
+    pruner: Literal["median", "none"] = "median"
+    startup_trials: int = Field(2, ge=0)  # trials run whole before pruning starts (and TPE stops sampling at random)
+    # The first trial runs the config's own settings (where they lie in the space), so the sweep's best is never
+    # worse on validation than not sweeping; off = every trial sampled.
+    include_default: bool = True
+    warmup_evaluations: int = Field(1, ge=0)  # evaluations of each trial never pruned on
+    seed: int = 0
+    # The study's SQLAlchemy URL; None = sweeps.db beside the registry's sqlite file. (Not the registry database
+    # itself: Optuna's schema versions live in the same alembic table name as the registry's.) A server URL lets
+    # several machines work on one study.
+    storage: str | None = None
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # the study; None = <config name>-sweep
+
+    @field_validator("space")
+    @classmethod
+    def _train_settings(cls, space: dict) -> dict:
+        for key, choice in space.items():
+            _train_field(key)  # raises, naming the key, unless it is a train setting
+            if isinstance(choice, list) and not choice:
+                raise ValueError(f"{key}: the list of values is empty")
+            if isinstance(choice, SweepRange) and sweep_kind(key) is None:
+                raise ValueError(f"{key}: a range needs a numeric setting; give a list of values to choose from")
+        return space
+
+    @model_validator(mode="after")
+    def _grid_needs_values(self) -> "SweepConfig":
+        if self.sampler == "grid":
+            ranged = [k for k, v in self.space.items() if isinstance(v, SweepRange) and not v.step]
+            if ranged:
+                raise ValueError(f"sampler: grid needs a list or a range with step for every setting ({', '.join(ranged)} has neither)")
+        return self
+
+
+def sweep_kind(key: str) -> type | None:
+    """int or float: the number type of the train setting a sweep key names (None: not a number)."""
+    annotation = _train_field(key).annotation
+    return next((t for t in (int, float) if annotation is t or t in get_args(annotation)), None)
+
+
+def _train_field(key: str):
+    """The TrainConfig field that a dotted sweep key (train.lora.r) names, or a ValueError saying what is wrong."""
+    head, _, rest = key.partition(".")
+    if head != "train" or not rest:
+        raise ValueError(f"{key}: only train.* settings can be swept (the data is prepared once for every trial)")
+    model, field, walked = TrainConfig, None, "train"
+    for part in rest.split("."):
+        if model is None or part not in model.model_fields:
+            known = list(model.model_fields) if model else []
+            close = difflib.get_close_matches(part, known, n=1, cutoff=0.6)
+            hint = f"; did you mean '{walked}.{close[0]}'?" if close else ""
+            raise ValueError(f"{key}: '{walked}' has no setting '{part}'{hint}")
+        field = model.model_fields[part]
+        inner = [t for t in (field.annotation, *get_args(field.annotation)) if isinstance(t, type) and issubclass(t, BaseModel)]
+        model, walked = (inner[0] if inner else None), f"{walked}.{part}"
+    if model is not None:
+        raise ValueError(f"{key}: is a section; name one of its settings ({', '.join(model.model_fields)})")
+    return field
+
+
 class PipelineConfig(Strict):
     name: str = "run"
     model: ModelConfig = ModelConfig()
@@ -560,6 +651,7 @@ class PipelineConfig(Strict):
     serve: ServeConfig = ServeConfig()
     monitor: MonitorConfig = MonitorConfig()
     loop: LoopConfig = LoopConfig()
+    sweep: SweepConfig | None = None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
@@ -594,7 +686,8 @@ def describe_validation_error(err: ValidationError, root: type[BaseModel] | None
     under `root` gets the closest known key as a suggestion."""
     errors = err.errors()
     first = errors[0]
-    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    # (union members and validators show in the location as 'function-after[...]' or 'list[any]': not YAML keys)
+    where = ".".join(str(part) for part in first["loc"] if not re.search(r"[\[\]]", str(part))) or "(top level)"
     ctx = first.get("ctx") or {}
     kind = first["type"]
     bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}

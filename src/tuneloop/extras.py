@@ -1,7 +1,7 @@
 """Optional parts of tuneloop and the packages each needs (pyproject.toml's extras, the same names).
 
 `make install` installs every extra. A plain `pip install tuneloop` trains, evaluates and registers;
-serving, knowledge bases and the lm-eval regression check need their extra, and say so in one line when
+serving, knowledge bases, the lm-eval regression check and sweeps need their extra, and say so in one line when
 it is missing instead of failing with an ImportError deep inside a library.
 """
 
@@ -15,6 +15,7 @@ EXTRAS = {
     "serve": ("fastapi", "uvicorn", "multipart", "prometheus_client"),
     "rag": ("faiss", "bm25s", "pypdf"),
     "regression": ("lm_eval",),
+    "sweep": ("optuna",),
 }
 
 

@@ -15,6 +15,7 @@ other module spells one of these names), so renaming a file is a change in one p
     a router classifier: classifier.safetensors classifier.json
     a job:     data/ validation/ train/ config.yaml train.log   (under TUNELOOP_HOME/jobs/ID; uploads in files/ID/)
     a pipeline run: data/ train/ eval/ monitor/ (and for the loop: feedback.jsonl, eval-production/)
+    sweep/     sweep.json trials.csv importance.{png,html} parallel.{png,html} trials/trial-0003/ (a train run) eval/
 
 Each folder also holds the stage's `manifest.json` (artifacts.py).
 """
@@ -287,6 +288,29 @@ class HomeDir:
 
     def job(self, job_id: str) -> JobDir:
         return JobDir(self.root / "jobs" / job_id)
+
+
+@dataclass(frozen=True)
+class SweepDir:
+    """`tuneloop sweep`: one train run folder per trial, the table of trials, the study's plots."""
+
+    root: Path
+    summary = _at("sweep.json", "every trial's parameters, state, objective and wall time; the best trial")
+    table = _at("trials.csv")
+    importance_png = _at("importance.png")
+    importance_html = _at("importance.html")
+    parallel_png = _at("parallel.png")
+    parallel_html = _at("parallel.html")
+
+    trials = _at("trials", "one train run folder per trial")
+
+    def trial(self, number: int) -> TrainDir:
+        return TrainDir(self.trials / f"trial-{number:04d}")
+
+    @property
+    def eval(self) -> EvalDir:
+        """With --register: the best trial evaluated on the test split."""
+        return EvalDir(self.root / "eval")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
     tuneloop data prepare INPUT... --out DIR [--config FILE]
     tuneloop train CONFIG --data DIR [--out DIR]
+    tuneloop sweep CONFIG --data DIR [--trials N] [--parallel K] [--resume] [--register]
     tuneloop eval CONFIG --model RUN_DIR --data DIR [--out DIR]
     tuneloop registry list|show|register|alias|rollback|history|delete
     tuneloop serve [--model NAME[:VERSION|@ALIAS]|RUN_DIR]... [--routes FILE] [--port P] [--api-key KEY]...
@@ -29,6 +30,7 @@ from tuneloop.cli.project import doctor_cmd, init_cmd
 from tuneloop.cli.registry import registry_app
 from tuneloop.cli.serving import rag_app, route_app, serve_cmd, ui_cmd
 from tuneloop.cli.stages import data_app, eval_app, export_cmd, train_cmd
+from tuneloop.cli.sweeps import sweep_cmd
 from tuneloop.errors import TuneloopError
 from tuneloop.ui import console
 
@@ -38,6 +40,7 @@ app = typer.Typer(help="tuneloop: fine-tune open LLMs, from raw data to a served
 VERBS = {
     "data": data_app,
     "train": train_cmd,
+    "sweep": sweep_cmd,
     "eval": eval_app,
     "export": export_cmd,
     "registry": registry_app,

@@ -14,6 +14,7 @@ import math
 import resource
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -44,24 +45,27 @@ from tuneloop.ui import console, progress
 
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, resume: bool = False, dry_run: bool = False,
-          wait_for_lock: float = 0.0, criteria: ObjectiveConfig | None = None) -> dict:
+          wait_for_lock: float = 0.0, criteria: ObjectiveConfig | None = None, on_eval: Callable[[dict], None] | None = None,
+          tags: dict | None = None) -> dict:
     """Fine-tune `model_cfg.name` on `data_dir`/train.jsonl; write the result to `out`.
 
     `resume`: continue from the latest complete checkpoint in `out`/checkpoints, exactly where it was.
     `dry_run`: print the pre-flight estimate and the measured speed, then stop before training.
     One trainer at a time writes `out` (a lock; another waits up to `wait_for_lock` seconds for it).
     `criteria`: the pipeline's objective section, whose reward (by default its gates) GRPO maximises.
+    `on_eval`: called with each step's record that holds validation numbers (after it is logged); what it raises
+    stops the run there (a sweep's pruner). `tags`: written into the manifest (a sweep's trial and parameters).
     """
     threads.apply()  # as many compute threads as this process may run at once (affinity, cgroup quota)
     world = World()
     if dry_run or not world.main:  # a dry run writes nothing; ranks other than the first write nothing either
-        return _train(cfg, model_cfg, data_dir, out, resume, dry_run, world, criteria)
+        return _train(cfg, model_cfg, data_dir, out, resume, dry_run, world, criteria, on_eval, tags)
     with exclusive(TrainDir(out).lock, "this training run", wait=wait_for_lock):
-        return _train(cfg, model_cfg, data_dir, out, resume, dry_run, world, criteria)
+        return _train(cfg, model_cfg, data_dir, out, resume, dry_run, world, criteria, on_eval, tags)
 
 
 def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, resume: bool, dry_run: bool, world: World,
-           criteria: ObjectiveConfig | None) -> dict:
+           criteria: ObjectiveConfig | None, on_eval: Callable[[dict], None] | None = None, tags: dict | None = None) -> dict:
     started = time.time()
     where = placement(cfg, world.local_rank)
     say = console.print if world.main else (lambda *a, **k: None)
@@ -128,6 +132,8 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, 
             records.append(record)
             if log:
                 log.write(record)
+            if on_eval and any(key.startswith("val_") for key in record):
+                on_eval(record)
             improved = watch.update(record)
             if checkpointing and (improved or (cfg.save_every and step % cfg.save_every == 0)):
                 if sharded:
@@ -165,7 +171,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, 
         write_manifest(
             out, "train", cfg, inputs={"train": DataDir(data_dir).train},
             outputs=[weights, run.metrics, run.loss_plot], seed=cfg.seed, started=started,
-            parent=data_dir, extra={"model": base, "summary": summary, "task": _task_of(data_dir)},
+            parent=data_dir, extra={"model": base, "summary": summary, "task": _task_of(data_dir), **({"sweep": tags} if tags else {})},
         )
     world.close()
     return summary
