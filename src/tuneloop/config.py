@@ -330,6 +330,20 @@ class GrpoConfig(Strict):
     scale_rewards: bool = True
 
 
+class MlflowConfig(Strict):
+    # Tracking URI: a folder (a local file store, as `mlflow ui --backend-store-uri` reads), an http(s) server or a
+    # database URL; None = ./mlruns, MLflow's own default. Relative folders are relative to where tuneloop runs.
+    uri: str | None = None
+    experiment: str = Field("tuneloop", min_length=1, max_length=200)
+
+
+class WandbConfig(Strict):
+    project: str = Field("tuneloop", min_length=1, max_length=128)
+    entity: str | None = None
+    # offline: the run is written under the train run folder (wandb/), for `wandb sync` later; online needs a key.
+    mode: Literal["offline", "online"] = "offline"
+
+
 class TrainConfig(Strict):
     # lora: adapters on a frozen base; dora: weight-decomposed LoRA; qlora: LoRA on a 4-bit NF4 base
     # (CUDA only); full: every weight trained (use a learning rate around 1e-5..1e-4).
@@ -353,6 +367,12 @@ class TrainConfig(Strict):
     # Refuse to start when the estimated peak exceeds this many GiB; None = the memory available now.
     memory_limit_gb: float | None = Field(None, gt=0)
     tensorboard: bool = True
+    # Where the metrics go besides metrics.jsonl: tensorboard, mlflow, wandb (mlflow and wandb are optional
+    # extras); None = tensorboard when `tensorboard` is on. Params, per-step metrics and, at the end, the loss
+    # plot and the weights; the evaluation's results and the registry version join the same run.
+    tracking: list[Literal["tensorboard", "mlflow", "wandb"]] | None = None
+    mlflow: MlflowConfig = MlflowConfig()
+    wandb: WandbConfig = WandbConfig()
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, gt=0)
     batch_size: int = Field(8, gt=0)
@@ -417,6 +437,10 @@ class TrainConfig(Strict):
         if self.objective == "dpo" and self.select_by not in (None, "val_loss"):
             raise ValueError(f"select_by {self.select_by!r}: DPO validation measures val_loss only")
         return self
+
+    @property
+    def trackers(self) -> list[str]:
+        return list(dict.fromkeys(self.tracking if self.tracking is not None else (["tensorboard"] if self.tensorboard else [])))
 
     @property
     def selection(self) -> tuple[str, str]:

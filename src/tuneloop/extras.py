@@ -16,6 +16,7 @@ EXTRAS = {
     "rag": ("faiss", "bm25s", "pypdf"),
     "regression": ("lm_eval",),
     "sweep": ("optuna",),
+    "tracking": ("mlflow", "wandb"),
 }
 
 

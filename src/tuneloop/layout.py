@@ -6,7 +6,7 @@ run's weights. Every reader and writer goes through the classes here (tests/test
 other module spells one of these names), so renaming a file is a change in one place.
 
     data/      train.jsonl val.jsonl test.jsonl rejected.jsonl report.json report.html (+ plots, review)
-    train/     adapter/ | model/   metrics.jsonl loss.png tensorboard/
+    train/     adapter/ | model/   metrics.jsonl loss.png tensorboard/ (tracking.json wandb/: MLflow and W&B runs)
                checkpoints/step-0000042/{weights/, state.json, state.safetensors}  checkpoints/best.json
                (under fsdp: checkpoints/step-0000042/{state.json, shards/rank-00000{.safetensors,.json,.state.json,...}})
     eval/      results.json samples.jsonl report.html (+ plots)   ab/{ab.csv, ab.html, ab_key.json}
@@ -172,6 +172,8 @@ class TrainDir:
     metrics = _at("metrics.jsonl", "One JSON line per optimizer step.")
     loss_plot = _at("loss.png")
     tensorboard = _at("tensorboard")
+    trackers = _at("tracking.json", "The MLflow and W&B run ids this run logs to (a resumed run continues them).")
+    wandb = _at("wandb", "W&B's offline run folder (`wandb sync` it later).")
 
     @property
     def checkpoints(self) -> Checkpoints:

@@ -24,6 +24,7 @@ from tuneloop.models import resolve_model, trained_weights
 from tuneloop.pipelines.rl_round import grpo_round
 from tuneloop.registry.lineage import register_run
 from tuneloop.registry.store import Registry
+from tuneloop.train.tracking import log_evaluation, log_registration
 from tuneloop.train.trainer import train
 from tuneloop.ui import console
 
@@ -67,12 +68,15 @@ def run_pipeline(cfg: PipelineConfig, run_dir: Path, resume: bool = False) -> di
     results = _finished(eval_dir, "eval", "summary") if resume else None
     if results is None:
         results = evaluate(cfg.eval, model, cfg.task, cfg.objective, data_dir, trained_weights(weights_dir), eval_dir)
+        log_evaluation(weights_dir, results)  # into the train run's MLflow / W&B runs, where train.tracking has them
     console.print(metrics_table(results))
 
     console.rule("[bold]4/4 register")
     registry = Registry(cfg.registry.url)
     version = _registered(registry, cfg.registry.name, weights_dir) if resume else None
-    version = version or register_run(registry, cfg.registry.name, weights_dir, eval_dir)
+    if version is None:
+        version = register_run(registry, cfg.registry.name, weights_dir, eval_dir)
+        log_registration(weights_dir, version)
     console.print(f"registered [bold]{version['ref']}[/] (registry {registry.url})")
 
     return {

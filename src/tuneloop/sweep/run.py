@@ -164,12 +164,14 @@ def _register(run: Sweep, best: dict) -> dict:
     from tuneloop.models import trained_weights
     from tuneloop.registry.lineage import register_run
     from tuneloop.registry.store import Registry
+    from tuneloop.train.tracking import log_evaluation, log_registration
 
     cfg = parse_config(trial_config(run.raw, best["params"], run.cfg.sweep), source=str(run.config), base_dir=run.config.parent)
     train_dir, eval_dir = Path(best["folder"]), run.folders.eval.root
     console.rule(f"[bold]best trial {best['trial']} on the test split")
-    evaluate(cfg.eval, cfg.model, cfg.task, cfg.objective, run.data_dir, trained_weights(train_dir), eval_dir)
+    log_evaluation(train_dir, evaluate(cfg.eval, cfg.model, cfg.task, cfg.objective, run.data_dir, trained_weights(train_dir), eval_dir))
     version = register_run(Registry(cfg.registry.url), cfg.registry.name, train_dir, eval_dir,
                            note=f"sweep {run.meta['study']} trial {best['trial']}: {best['params']}")
+    log_registration(train_dir, version)
     console.print(f"registered [bold]{version['ref']}[/]")
     return version

@@ -110,14 +110,14 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, 
     done, records = _resume(checkpoints, model, optimizer, scheduler, say, world if sharded else None) if resume else (0, [])
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
-    log = MetricsLog(run, records, cfg.tensorboard) if world.main else None
+    log = MetricsLog(run, records, cfg, params={"model": model_cfg.name, **_flat(cfg.model_dump(mode="json"))}) if world.main else None
     selection_key, selection_mode = cfg.selection
     watch = EarlyStop(cfg.early_stopping, records, selection_key, selection_mode)
     # Under FSDP every rank writes its own shards of a checkpoint; otherwise rank 0 writes it whole.
     checkpointing = (world.main or sharded) and bool(cfg.save_every or cfg.early_stopping.patience)
     stream = _micro_batches(objective, skip=done * micro_per_step)
     loop_started = time.perf_counter()
-    with progress() as bar:
+    with progress() as bar, log.closing_on_error() if log else nullcontext():
         task = bar.add_task("train", total=total_steps, completed=done, info="", visible=world.main)
         for step in range(done + 1, total_steps + 1):
             group = [next(stream) for _ in range(micro_per_step)][world.rank :: world.size]
@@ -168,6 +168,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, 
         normal_modes(weights)
         log.close()
         plot_losses(records, run.loss_plot)
+        log.finish([run.loss_plot, run.metrics], weights, summary)
         write_manifest(
             out, "train", cfg, inputs={"train": DataDir(data_dir).train},
             outputs=[weights, run.metrics, run.loss_plot], seed=cfg.seed, started=started,
@@ -175,6 +176,17 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, 
         )
     world.close()
     return summary
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    """A nested config as dotted keys (train.lora.r), as trackers list parameters."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _optimizer_step(objective: Objective, model, group: list[dict], params: list, optimizer, scheduler, cfg: TrainConfig, world, where,
