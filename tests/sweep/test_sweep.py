@@ -48,7 +48,7 @@ def test_a_sweep_runs_trials_as_train_runs_and_prunes_the_bad_one(prepared, tmp_
     from tuneloop.sweep.run import run_sweep
 
     config, data, _ = prepared
-    summary = run_sweep(config, data, tmp_path / "sweep")
+    summary = run_sweep(config, data, tmp_path / "sweep", register=True)
     states = {r["params"]["train.learning_rate"]: r["state"] for r in summary["trials"]}
     assert states == {0.01: "complete", 1.0e-7: "pruned"}, summary["trials"]
     assert summary["best"]["params"]["train.learning_rate"] == 0.01 and summary["objective"] == "val_loss"
@@ -59,6 +59,12 @@ def test_a_sweep_runs_trials_as_train_runs_and_prunes_the_bad_one(prepared, tmp_
     assert summary["best"]["objective"] == pytest.approx(best["summary"]["best_selection"])
     pruned = next(r for r in summary["trials"] if r["state"] == "pruned")
     assert pruned["last_step"] < 8 and not (Path(pruned["folder"]) / "manifest.json").exists()  # stopped early
+    # --register: the best trial, evaluated on the test split, is a registry version with that evaluation
+    from tuneloop.registry.store import Registry
+
+    version = Registry().get(summary["registered"]["ref"])
+    assert Path(version["artifact_path"]).resolve() == folders.trial(summary["best"]["trial"]).root.resolve()
+    assert (folders.eval.root / "manifest.json").is_file() and version["eval_results"]["systems"]["finetuned"]
     written = json.loads(folders.summary.read_text())
     assert written["best"]["trial"] == summary["best"]["trial"] and folders.table.is_file()
     assert folders.parallel_png.is_file() or len([r for r in written["trials"] if r["state"] == "complete"]) < 2
