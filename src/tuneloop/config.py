@@ -331,8 +331,8 @@ class GrpoConfig(Strict):
 
 
 class MlflowConfig(Strict):
-    # Tracking URI: a folder (a local file store, as `mlflow ui --backend-store-uri` reads), an http(s) server or a
-    # database URL; None = ./mlruns, MLflow's own default. Relative folders are relative to where tuneloop runs.
+    # Tracking URI: a folder (it holds an sqlite store, mlflow.db, with artifacts/ beside it), an http(s) server or a
+    # database URL; None = MLFLOW_TRACKING_URI, else ./mlruns. Relative folders are relative to where tuneloop runs.
     uri: str | None = None
     experiment: str = Field("tuneloop", min_length=1, max_length=200)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tests.conftest import free_port
 from tests.models.families_kit import KITS, SENTENCEPIECE, make_family_model, make_sentencepiece_tokenizer
 from tuneloop.models.gguf_export import export_gguf
 
@@ -39,9 +39,7 @@ TEXTS = ["What is the capital of France?", "My parcel never arrived,  what now?\
 
 @contextmanager
 def llama_server(gguf: Path, log: Path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     cmd = [LLAMA_SERVER, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-t", "2", "-np", "1", "-c", "1024", "--no-webui"]
     with log.open("wb") as sink:
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)

@@ -68,10 +68,10 @@ def test_mlflow_and_wandb_get_the_runs_metrics_params_and_files(tmp_path, data_d
     artifacts = {a.path for a in client.list_artifacts(ids["mlflow"])}
     assert {"loss.png", "metrics.jsonl", "adapter"} <= artifacts
 
-    log_evaluation(out, {"systems": {"finetuned": {"json_valid": 0.5}}, "gates": [{"passed": True}]})
+    log_evaluation(out, {"systems": {"finetuned": {"json_valid": 0.5}}, "gates": [{"passed": True}], "objective_passed": True})
     log_registration(out, {"ref": "triage:3"})
     run = mlflow.get_run(ids["mlflow"])
-    assert run.data.metrics["eval/finetuned/json_valid"] == 0.5 and run.data.tags["tuneloop.registry_version"] == "triage:3"
+    assert run.data.metrics["eval/finetuned/json_valid"] == 0.5 and run.data.metrics["eval/gates_passed"] == 1.0 and run.data.tags["tuneloop.registry_version"] == "triage:3"
 
     # (the training's run folder first; the evaluation's addition comes as a second offline folder of the same run)
     files = sorted(TrainDir(out).wandb.glob(f"offline-run-*-{ids['wandb']}/run-{ids['wandb']}.wandb"))

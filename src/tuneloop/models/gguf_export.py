@@ -143,19 +143,25 @@ def _add_hyperparameters(writer: gguf.GGUFWriter, config: dict, arch: _Arch, nam
     if arch.gguf in _GEMMA_27B_LAYERS:
         _add_gemma(writer, config, arch.gguf, n_head, head_dim)
     elif arch.gguf == gguf.MODEL_ARCH.PHI3:
-        rope = _rope_settings(config)
-        rope_dim = int(rope.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0)) * head_dim)
-        original = _phi3_original_context(config)
-        writer.add_rope_scaling_orig_ctx_len(original)
-        writer.add_sliding_window(config.get("sliding_window") or 0)  # llama.cpp runs Phi-3 without it either way
-        if rope.get("long_factor"):  # longrope (Phi-3 128k, Phi-3.5, Phi-4-mini): the factors go in as tensors
-            scale = config["max_position_embeddings"] / original
-            default = math.sqrt(1 + math.log(scale) / math.log(original)) if scale > 1 else 1.0
-            writer.add_rope_scaling_attn_factors(float(rope.get("attention_factor") or default))
+        rope_dim = _add_phi3(writer, config, head_dim)
     writer.add_rope_dimension_count(rope_dim)
     writer.add_vocab_size(config["vocab_size"])
     writer.add_file_type(file_type)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+
+def _add_phi3(writer: gguf.GGUFWriter, config: dict, head_dim: int) -> int:
+    """Phi-3: the original context, the (ignored) sliding window and longrope's attention factor; returns the rotary
+    dimension (partial rotary)."""
+    rope = _rope_settings(config)
+    original = _phi3_original_context(config)
+    writer.add_rope_scaling_orig_ctx_len(original)
+    writer.add_sliding_window(config.get("sliding_window") or 0)  # llama.cpp runs Phi-3 without it either way
+    if rope.get("long_factor"):  # longrope (Phi-3 128k, Phi-3.5, Phi-4-mini): the factors go in as tensors
+        scale = config["max_position_embeddings"] / original
+        default = math.sqrt(1 + math.log(scale) / math.log(original)) if scale > 1 else 1.0
+        writer.add_rope_scaling_attn_factors(float(rope.get("attention_factor") or default))
+    return int(rope.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0)) * head_dim)
 
 
 def _phi3_original_context(config: dict) -> int:

@@ -53,7 +53,7 @@ def table(summary: dict):
         value = "" if r["objective"] is None else f"{r['objective']:.4f}"
         note = f" (retry of {r['retry_of']})" if r["retry_of"] is not None else " (the config's own)" if r["default"] else ""
         out.add_row(f"{r['trial']}{' *' if r['trial'] == best else ''}", r["state"] + note,
-                    *(_cell(r["params"].get(k)) for k in keys), value, str(r["last_step"] or ""), str(r["wall_s"] or ""))
+                    *(cell(r["params"].get(k)) for k in keys), value, str(r["last_step"] or ""), str(r["wall_s"] or ""))
     return out
 
 
@@ -93,7 +93,7 @@ def write_plots(study, folders: SweepDir) -> dict[str, str]:
         figure.savefig(png, dpi=110)
         plt.close(figure)
         rows = ([[k, f"{v:.3f}"] for k, v in importances.items()] if kind == "importance" else
-                [[str(t.number), *(_cell(t.params.get(k)) for k in done[0].params), f"{t.value:.4f}"] for t in done])
+                [[str(t.number), *(cell(t.params.get(k)) for k in done[0].params), f"{t.value:.4f}"] for t in done])
         head = ["parameter", "importance"] if kind == "importance" else ["trial", *done[0].params, "objective"]
         page.write_text(_page(f"sweep {study.study_name}: {kind}", png.name, head, rows))
         written[kind] = str(png)
@@ -107,5 +107,6 @@ def _page(title: str, image: str, head: list[str], rows: list[list[str]]) -> str
             f"<table border=1 cellpadding=4><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>{cells}</table>")
 
 
-def _cell(value) -> str:
+def cell(value) -> str:
+    """A parameter value as the table and the trial headings show it."""
     return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -18,7 +18,7 @@ from tuneloop.artifacts import write_json
 from tuneloop.config import PipelineConfig, load_config, parse_config
 from tuneloop.errors import TuneloopError
 from tuneloop.layout import DataDir, SweepDir
-from tuneloop.sweep.report import table, write_plots, write_summary
+from tuneloop.sweep.report import cell, table, write_plots, write_summary
 from tuneloop.sweep.space import defaults, suggest, trial_config
 from tuneloop.sweep.study import open_study, own, storage_url
 from tuneloop.ui import console
@@ -132,9 +132,10 @@ def _trial(trial, run: Sweep) -> float:
     sweep, key, folders, config = run.cfg.sweep, run.key, run.folders, run.config
     own(trial)
     params = suggest(trial, sweep.space)
-    folder = folders.trial(trial.user_attrs.get("folder_of", trial.number))
-    trial.set_user_attr("folder_of", trial.user_attrs.get("folder_of", trial.number))
-    shown = ", ".join(f"{k.removeprefix('train.')}={v:.3g}" if isinstance(v, float) else f"{k.removeprefix('train.')}={v}" for k, v in params.items())
+    number = trial.user_attrs.get("folder_of", trial.number)  # a retry trains on in the interrupted trial's folder
+    trial.set_user_attr("folder_of", number)
+    folder = folders.trial(number)
+    shown = ", ".join(f"{k.removeprefix('train.')}={cell(v)}" for k, v in params.items())
     console.rule(f"[bold]trial {trial.number}[/] (of {run.total}): {shown}")
     cfg = parse_config(trial_config(run.raw, params, sweep), source=f"{config} (trial {trial.number}: {shown})", base_dir=config.parent)
     evaluations = 0

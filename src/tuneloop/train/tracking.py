@@ -23,10 +23,10 @@ from tuneloop.layout import TrainDir
 
 
 class MetricsLog:
-    def __init__(self, run: TrainDir, history: list[dict], cfg: TrainConfig | bool, params: dict | None = None):
+    def __init__(self, run: TrainDir, history: list[dict], cfg: TrainConfig, params: dict | None = None):
         self.path = run.metrics
         self.path.write_text("".join(json.dumps(r) + "\n" for r in history))
-        trackers = cfg.trackers if isinstance(cfg, TrainConfig) else (["tensorboard"] if cfg else [])
+        trackers = cfg.trackers
         self.writer = None
         if "tensorboard" in trackers:
             from torch.utils.tensorboard import SummaryWriter
@@ -43,7 +43,7 @@ class MetricsLog:
     def write(self, record: dict) -> None:
         with open(self.path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
-        numbers = {k: float(v) for k, v in record.items() if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        numbers = _numbers({k: v for k, v in record.items() if k != "step"})
         if self.writer is not None:
             for key, value in numbers.items():
                 group = "val" if key.startswith("val_") else "train"
@@ -53,7 +53,7 @@ class MetricsLog:
 
     def finish(self, files: list[Path], weights: Path | None, summary: dict) -> None:
         """The run is done: its files and weights, and the summary's numbers, go to the trackers, which close."""
-        numbers = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        numbers = _numbers(summary)
         for sink in self.sinks:
             sink.finish([f for f in files if f.is_file()], weights if weights and weights.is_dir() else None, numbers)
         self.sinks = []
@@ -80,10 +80,15 @@ class MetricsLog:
 
 def log_evaluation(train_dir: Path, results: dict) -> None:
     """An evaluation of this train run's weights: each system's metrics (eval/<system>/<metric>) and the gates."""
-    numbers = {f"eval/{system}/{metric}": float(value) for system, scores in (results.get("systems") or {}).items()
-               for metric, value in scores.items() if isinstance(value, (int, float)) and not isinstance(value, bool)}
-    numbers["eval/gates_passed"] = float(bool(results.get("passed", all(g.get("passed") for g in results.get("gates") or []))))
+    numbers = _numbers({f"eval/{system}/{metric}": value for system, scores in (results.get("systems") or {}).items()
+                        for metric, value in scores.items()})
+    numbers["eval/gates_passed"] = float(bool(results.get("objective_passed")))
     _after(TrainDir(train_dir), numbers, {})
+
+
+def _numbers(values: dict) -> dict[str, float]:
+    """The plain numbers of a record (no flags, texts or lists), as trackers take them."""
+    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def log_registration(train_dir: Path, version: dict) -> None:
@@ -103,19 +108,17 @@ def _after(run: TrainDir, numbers: dict, tags: dict) -> None:
     if ids.get("wandb"):
         import wandb
 
-        cfg = json.loads(run.trackers.read_text()).get("wandb_settings", {})
         with _quiet_wandb():
-            again = wandb.init(id=ids["wandb"], resume="allow", dir=str(run.root), reinit="create_new", **cfg)
+            again = wandb.init(id=ids["wandb"], resume="allow", dir=str(run.root), reinit="create_new", **ids.get("wandb_settings", {}))
             again.summary.update({**numbers, **tags})
             again.finish()
 
 
 # --- MLflow ---------------------------------------------------------------------------------------
-def _mlflow_uri(cfg) -> str:
+def _mlflow_uri(cfg: TrainConfig) -> str:
     """A URI as given; a folder (default ./mlruns) holds an sqlite store, mlflow.db, beside the artifacts (MLflow 3
     refuses new plain-file stores)."""
-    uri = cfg.mlflow.uri if isinstance(cfg, TrainConfig) else None
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "mlruns"
+    uri = cfg.mlflow.uri or os.environ.get("MLFLOW_TRACKING_URI") or "mlruns"
     if "://" in uri or uri.startswith("file:"):
         return uri
     folder = Path(uri).resolve()
@@ -144,8 +147,8 @@ class _Mlflow:
     def __init__(self, run: TrainDir, cfg: TrainConfig, params: dict, known: str | None):
         from mlflow.entities import Param
 
-        self.client = _mlflow_client(_mlflow_uri(cfg))
         uri = _mlflow_uri(cfg)
+        self.client = _mlflow_client(uri)
         experiment = self.client.get_experiment_by_name(cfg.mlflow.experiment)
         # a folder store keeps the artifacts beside its database
         artifacts = Path(uri.removeprefix("sqlite:///")).with_name("artifacts").as_uri() if uri.endswith("/mlflow.db") else None
@@ -158,7 +161,7 @@ class _Mlflow:
             flat = [Param(k[:250], str(v)[:6000]) for k, v in params.items()]
             for start in range(0, len(flat), 100):  # log_batch takes at most 100 params a call
                 self.client.log_batch(self.id, params=flat[start : start + 100])
-        _write_ids(run, {"mlflow": self.id, "mlflow_uri": _mlflow_uri(cfg)})
+        _write_ids(run, {"mlflow": self.id, "mlflow_uri": uri})
 
     def log(self, numbers: dict, step: int) -> None:
         from mlflow.entities import Metric
@@ -178,16 +181,17 @@ class _Mlflow:
 
 
 # --- Weights & Biases -----------------------------------------------------------------------------
-class _quiet_wandb:
-    def __enter__(self):
-        self.saved = os.environ.get("WANDB_SILENT")
-        os.environ["WANDB_SILENT"] = "true"
-
-    def __exit__(self, *exc):
-        if self.saved is None:
+@contextmanager
+def _quiet_wandb():
+    saved = os.environ.get("WANDB_SILENT")
+    os.environ["WANDB_SILENT"] = "true"
+    try:
+        yield
+    finally:
+        if saved is None:
             os.environ.pop("WANDB_SILENT", None)
         else:
-            os.environ["WANDB_SILENT"] = self.saved
+            os.environ["WANDB_SILENT"] = saved
 
 
 class _Wandb:

@@ -179,7 +179,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, 
 
 
 def _flat(config: dict, prefix: str = "") -> dict:
-    """A nested config as dotted keys (train.lora.r), as trackers list parameters."""
+    """A nested config as dotted keys (lora.r), as trackers list parameters."""
     flat = {}
     for key, value in config.items():
         if isinstance(value, dict):
