@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 .PHONY: install vllm browser test test-fast demo clean
 
 install:
-	@echo "1/4 creating $(VENV) (about 5-10 minutes in all, 2.3 GB on disk)"
+	@echo "1/4 creating $(VENV) (about 5-10 minutes in all, 2.6 GB on disk)"
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	@echo "2/4 torch 2.13.0, CPU build (about 750 MB)"
