@@ -7,6 +7,7 @@ The tiny model reuses the embedded SmolLM2 tokenizer (real chat template and spe
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import random
@@ -172,3 +173,63 @@ def running(app):
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+class FlakyProxy:
+    """A reverse proxy on 127.0.0.1 in front of a real server that answers some requests itself with an error
+    (HTTP 429 with Retry-After: 0 by default), to test retries against the real thing behind it. `fail(n)`
+    makes the next n requests fail; `down()` makes every request fail; `seen` counts requests by path."""
+
+    def __init__(self, target: str, status: int = 429):
+        import http.server
+
+        import httpx
+
+        self.target, self.status, self.failures, self.seen = target, status, 0, collections.Counter()
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *_):
+                pass
+
+            def _any(self):
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                with proxy.lock:
+                    proxy.seen[self.path.split("?")[0]] += 1
+                    failing = proxy.failures != 0
+                    proxy.failures -= 1 if proxy.failures > 0 else 0
+                if failing:
+                    payload = json.dumps({"error": {"message": "injected failure", "type": "server_error"}}).encode()
+                    self.send_response(proxy.status)
+                    self.send_header("retry-after", "0")
+                    self.send_header("content-length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                answer = httpx.request(self.command, proxy.target + self.path, content=body, headers=headers, timeout=300)
+                self.send_response(answer.status_code)
+                for key, value in answer.headers.items():
+                    if key.lower() not in ("content-length", "transfer-encoding", "content-encoding", "connection"):
+                        self.send_header(key, value)
+                self.send_header("content-length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = do_DELETE = _any
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def fail(self, n: int) -> None:
+        with self.lock:
+            self.failures = n
+
+    def down(self) -> None:
+        self.fail(-1)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

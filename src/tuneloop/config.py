@@ -473,12 +473,75 @@ class BiasConfig(Strict):
         return None if path is None else _relative(path, info)
 
 
+class Endpoint(Strict):
+    """An OpenAI-compatible API run by someone else: a hosted provider, or another `tuneloop serve`."""
+
+    base_url: str = Field(pattern=r"^https?://\S+$")  # up to /v1, e.g. https://api.example.com/v1
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # the variable holding the key; None = none sent
+    timeout_s: float = Field(120, gt=0, le=3600)
+    retries: int = Field(4, ge=0, le=20)  # with exponential back-off where a retry is safe (providers/client.py)
+
+
+class Price(Strict):
+    """US dollars per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+SYSTEMS = ("base", "prompted", "rag", "finetuned", "constrained")
+
+
+class ExternalSystem(Strict):
+    """An `eval.systems` entry answered elsewhere: a model behind an OpenAI-compatible endpoint (`base_url` +
+    `model`), a hosted fine-tune made by `train.backend: openai-compatible` (`run`: its train folder), or
+    answers recorded earlier (`answers`: a golden set written by `tuneloop import`)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._]*(-[A-Za-z0-9._]+)*$", max_length=64)
+    base_url: str | None = Field(None, pattern=r"^https?://\S+$")
+    model: str | None = Field(None, min_length=1, max_length=256)
+    run: Path | None = None
+    answers: Path | None = None
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # What it is sent: prompted (the prompted baseline's instructions and few-shot examples, for a general model)
+    # or base (the test conversation as it is, for a model fine-tuned on the task); None = base for a `run`, else prompted.
+    framing: Literal["prompted", "base"] | None = None
+    concurrency: int = Field(4, ge=1, le=64)
+    timeout_s: float = Field(120, gt=0, le=3600)
+    retries: int = Field(4, ge=0, le=20)
+    price: Price | None = None  # None = eval.prices[name] or eval.prices[model], when listed
+
+    @field_validator("run", "answers")
+    @classmethod
+    def _relative_paths(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return None if path is None else _relative(path, info)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ExternalSystem":
+        if self.name in SYSTEMS:
+            raise ValueError(f"'{self.name}' is a built-in system; give the external one another name")
+        given = [k for k, v in (("base_url", self.base_url), ("run", self.run), ("answers", self.answers)) if v is not None]
+        if len(given) != 1:
+            raise ValueError(f"system '{self.name}': give exactly one of base_url (with model), run or answers (given: {', '.join(given) or 'none'})")
+        if self.base_url is not None and self.model is None:
+            raise ValueError(f"system '{self.name}': base_url needs model (the provider's model name)")
+        return self
+
+    @property
+    def framed_as(self) -> str:
+        return self.framing or ("prompted" if self.base_url else "base")
+
+
 class EvalConfig(Strict):
     # base: the base model zero-shot; prompted: the base model with engineered instructions and
     # `few_shot` examples from the train split; rag: the base model with the `rag_k` train examples
     # most similar to the input (MiniLM embeddings); finetuned: the trained model; constrained (opt-in): the
     # trained model decoding under task.output_schema (or the rows' tool-call grammar), as `response_format` serves it.
-    systems: list[Literal["base", "prompted", "rag", "finetuned", "constrained"]] = ["base", "prompted", "rag", "finetuned"]
+    # Also external systems (ExternalSystem): {name: gpt-4o, base_url: ..., model: ..., api_key_env: ...}, compared
+    # on the same test rows and gated alike ("exact_match: finetuned - gpt-4o": ">= -0.02").
+    systems: list[Literal["base", "prompted", "rag", "finetuned", "constrained"] | ExternalSystem] = ["base", "prompted", "rag", "finetuned"]
+    # Price table for the external systems' cost estimate, by system name or model: {gpt-4o: {input: 2.5, output: 10}}.
+    prices: dict[str, Price] = {}
     few_shot: int = Field(3, ge=0)
     rag_k: int = Field(3, gt=0)
     # A knowledge base (`tuneloop rag index`): the rag system then answers from its passages instead
@@ -504,6 +567,25 @@ class EvalConfig(Strict):
     @classmethod
     def _edge_relative(cls, path: Path | None, info: ValidationInfo) -> Path | None:
         return None if path is None else _relative(path, info)
+
+    @model_validator(mode="after")
+    def _names_once(self) -> "EvalConfig":
+        names = self.system_names
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"eval.systems names {', '.join(twice)} more than once")
+        return self
+
+    @property
+    def system_names(self) -> list[str]:
+        return [s if isinstance(s, str) else s.name for s in self.systems]
+
+    @property
+    def external(self) -> list[ExternalSystem]:
+        return [s for s in self.systems if not isinstance(s, str)]
+
+    def price_of(self, system: ExternalSystem) -> Price | None:
+        return system.price or self.prices.get(system.name) or (self.prices.get(system.model) if system.model else None)
 
 
 class RegistryConfig(Strict):

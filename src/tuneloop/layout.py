@@ -7,9 +7,11 @@ other module spells one of these names), so renaming a file is a change in one p
 
     data/      train.jsonl val.jsonl test.jsonl rejected.jsonl report.json report.html (+ plots, review)
     train/     adapter/ | model/   metrics.jsonl loss.png tensorboard/ (tracking.json wandb/: MLflow and W&B runs)
+               (a hosted fine-tune: remote.json upload/{train,val}.jsonl results/ metrics.jsonl loss.png)
                checkpoints/step-0000042/{weights/, state.json, state.safetensors}  checkpoints/best.json
                (under fsdp: checkpoints/step-0000042/{state.json, shards/rank-00000{.safetensors,.json,.state.json,...}})
     eval/      results.json samples.jsonl report.html (+ plots)   ab/{ab.csv, ab.html, ab_key.json}
+               external/{system}.{eval,edge,bias}.jsonl (external systems' answers as they arrived)
     export/    model/ model.gguf
     monitor/   report.json report.html timeseries.png
     a router classifier: classifier.safetensors classifier.json
@@ -180,6 +182,9 @@ class TrainDir:
         return Checkpoints(self.root / "checkpoints")
 
     lock = _at(".train.lock", "Held by the one trainer writing this folder (it names that trainer).")
+    remote = _at("remote.json", "A hosted fine-tune (train.backend: openai-compatible): provider, files, job, model.")
+    remote_files = _at("upload", "The train/val files as uploaded to the provider.")
+    result_files = _at("results", "The provider's result files (per-step metrics CSV).")
 
 
 @dataclass(frozen=True)
@@ -193,6 +198,10 @@ class EvalDir:
     report_html = _at("report.html")
     metrics_plot = _at("metrics.png")
     lengths_plot = _at("lengths.png")
+
+    def answers_cache(self, system: str, tag: str) -> Path:
+        """An external system's answers as they arrived (a rerun sends only what is missing)."""
+        return self.root / "external" / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', system)}.{tag}.jsonl"
 
     def confusion_plot(self, field: str) -> Path:
         return self.root / f"confusion_{re.sub(r'[^A-Za-z0-9_.-]', '_', field)}.png"

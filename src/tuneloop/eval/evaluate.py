@@ -15,10 +15,11 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from tuneloop.artifacts import read_jsonl, write_json, write_jsonl, write_manifest
-from tuneloop.config import EvalConfig, ModelConfig, ObjectiveConfig, TaskConfig
+from tuneloop.config import EvalConfig, ExternalSystem, ModelConfig, ObjectiveConfig, TaskConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.eval.baselines import conversations_for, split_row
 from tuneloop.eval.bias import add_bias_metrics, bias_probe, probed_systems
+from tuneloop.eval.external import External
 from tuneloop.eval.generate import generate
 from tuneloop.eval.regression import general_capability, switch_for
 from tuneloop.eval.report import write_report
@@ -26,6 +27,7 @@ from tuneloop.eval.scoring import check_gates, score_systems
 from tuneloop.extras import require
 from tuneloop.layout import DataDir, EvalDir
 from tuneloop.models import is_full_model, load_model, load_tokenizer, render_prompt
+from tuneloop.providers.remote import is_remote
 
 
 def evaluate(
@@ -42,25 +44,40 @@ def evaluate(
     rows = read_jsonl(data.test)[: cfg.limit]
     if not rows:
         raise TuneloopError(f"{data.test}: the test split is empty; nothing to evaluate")
-    systems = [s for s in cfg.systems if s not in ("finetuned", "constrained") or adapter is not None]
+    # Systems answered elsewhere: the configured external ones, and a hosted fine-tune given as --model.
+    externals = {s.name: External(s, cfg, folder) for s in cfg.external}
+    if is_remote(adapter):
+        if "constrained" in cfg.system_names:
+            raise TuneloopError(f"{adapter} is a hosted fine-tune: 'constrained' decodes locally under a grammar; remove it")
+        externals["finetuned"] = External(ExternalSystem.model_construct(name="finetuned", run=adapter), cfg, folder)
+        adapter = None
+    systems = [s for s in cfg.system_names if s in externals or s not in ("finetuned", "constrained") or adapter is not None]
     if not systems:
         raise TuneloopError("no system to evaluate: 'finetuned' needs a trained model (--model RUN_DIR)")
     probed = probed_systems(cfg.bias, objective, systems)
     tools = [row.get("tools") for row in rows]
     grammars = grammars_for(task, tools) if "constrained" in systems else None
-    train_rows = read_jsonl(data.train) if {"prompted", "rag"} & set(systems) and data.train.is_file() else []
+    framings = {name: external.system.framed_as for name, external in externals.items()}
+    train_rows = read_jsonl(data.train) if {"prompted", "rag"} & {*systems, *framings.values()} and data.train.is_file() else []
 
     # --- models: one load; baselines run with the adapter switched off ---------------------------
-    tokenizer = load_tokenizer(model_cfg.name)
-    trained = {"finetuned", "constrained"} & set(systems)
+    local = [s for s in systems if s not in externals]
+    tokenizer = load_tokenizer(model_cfg.name) if local else None
+    trained = {"finetuned", "constrained"} & set(local)
     attached = bool(trained) and not is_full_model(adapter)
-    model = load_model(model_cfg.name, adapter=adapter if attached else None)
+    model = load_model(model_cfg.name, adapter=adapter if attached else None) if local else None
     tuned = load_model(adapter) if trained and not attached else model
 
+    def frame(system: str, conversations: list[list[dict]], hits: list | None = None) -> list[list[dict]]:
+        return conversations_for(framings.get(system, system), conversations, train_rows, task, cfg, hits)
+
     def answer(conversations_per_system: dict[str, list[list[dict]]], tag: str, row_tools: list | None = None,
-               row_grammars: list | None = None) -> dict[str, list[str]]:
+               row_grammars: list | None = None, originals: list[list[dict]] | None = None) -> dict[str, list[str]]:
         outputs = {}
         for system, conversations in conversations_per_system.items():
+            if system in externals:
+                outputs[system] = externals[system].answer(conversations, originals or conversations, tag)
+                continue
             prompts = [render_prompt(tokenizer, c, row_tools[i] if row_tools else None) for i, c in enumerate(conversations)]
             with model.disable_adapter() if system not in trained and attached else nullcontext():
                 outputs[system] = generate(tuned if system in trained else model, tokenizer, prompts, cfg.max_new_tokens,
@@ -76,8 +93,8 @@ def evaluate(
 
         knowledge = load_knowledge(cfg.rag_index)
         passages = retrieve(knowledge, [c[-1]["content"] for c in conversations], cfg.rag_k)
-    framed = {s: conversations_for(s, list(conversations), train_rows, task, cfg, passages) for s in systems}
-    outputs = answer(framed, "eval", tools, grammars)
+    framed = {s: frame(s, list(conversations), passages) for s in systems}
+    outputs = answer(framed, "eval", tools, grammars, list(conversations))
     scored = score_systems(outputs, list(references), task, cfg.bootstrap, cfg.seed, tools)
 
     def answer_rows(system: str, rows: list[list[dict]], origins: list[int | None]) -> list[str]:
@@ -88,20 +105,21 @@ def evaluate(
                          if None in origins else [])
             hits = [passages[i] if i is not None else next(fresh) for i in origins]
         row_tools = [tools[i] if i is not None else None for i in origins]
-        return answer({system: conversations_for(system, rows, train_rows, task, cfg, hits)}, "bias", row_tools,
-                      grammars_for(task, row_tools) if system == "constrained" else None)[system]
+        return answer({system: frame(system, rows, hits)}, "bias", row_tools,
+                      grammars_for(task, row_tools) if system == "constrained" else None, rows)[system]
 
     bias = bias_probe(cfg.bias, probed, list(conversations), outputs, task, answer_rows, cfg.bootstrap, cfg.seed) if probed else None
     if bias:
         add_bias_metrics(scored, bias)
     gates = check_gates(objective, scored["systems"], scored["gated_system"])
+    compared = {s: tuned if s == "finetuned" else model for s in local if s in ("base", "finetuned")}  # regression's models
     summary = {
         "n_test": len(rows), **{k: v for k, v in scored.items() if k != "per_sample"}, "gates": gates,
         "objective_passed": all(g["passed"] for g in gates), "bias": bias,
-        "edge_cases": _edge_cases(cfg, systems, task, train_rows, answer) if cfg.edge_cases else None,
+        "edge_cases": _edge_cases(cfg, systems, task, frame, answer) if cfg.edge_cases else None,
         "retrieval": retrieval_summary(passages, rows, outputs, cfg.rag_k) if passages is not None else None,
-        "regression": general_capability({s: tuned if s == "finetuned" else model for s in systems if s in ("base", "finetuned")},
-                                         tokenizer, switch_for(attached, model)) if cfg.regression else None,
+        "regression": general_capability(compared, tokenizer, switch_for(attached, model)) if cfg.regression and compared else None,
+        "costs": {name: external.cost() for name, external in externals.items() if name in systems} or None,
     }
     samples = [
         {"prompt": list(conversations[i]), "reference": references[i], "outputs": {s: outputs[s][i] for s in systems},
@@ -134,7 +152,7 @@ def grammars_for(task: TaskConfig, tools: list[list[dict] | None]) -> list[str |
             else json_grammar(task.output_schema) if task.output_schema is not None else None for t in tools]
 
 
-def _edge_cases(cfg: EvalConfig, systems: list[str], task: TaskConfig, train_rows: list[dict], answer) -> dict:
+def _edge_cases(cfg: EvalConfig, systems: list[str], task: TaskConfig, frame, answer) -> dict:
     """The configured edge/adversarial file, scored on its own: never mixed into the test metrics."""
     if not cfg.edge_cases.is_file():
         raise TuneloopError(f"{cfg.edge_cases}: edge-case file not found (eval.edge_cases)")
@@ -142,7 +160,7 @@ def _edge_cases(cfg: EvalConfig, systems: list[str], task: TaskConfig, train_row
     conversations, references = zip(*(split_row(r) for r in rows))
     tools = [row.get("tools") for row in rows]
     grammars = grammars_for(task, tools) if "constrained" in systems else None
-    outputs = answer({s: conversations_for(s, list(conversations), train_rows, task, cfg) for s in systems}, "edge", tools, grammars)
+    outputs = answer({s: frame(s, list(conversations)) for s in systems}, "edge", tools, grammars, list(conversations))
     scored = score_systems(outputs, list(references), task, cfg.bootstrap, cfg.seed)
     return {"n": len(rows), "file": str(cfg.edge_cases), "systems": scored["systems"],
             "outputs": [{"input": c[-1]["content"], **{s: outputs[s][i] for s in outputs}} for i, c in enumerate(conversations)]}

@@ -219,6 +219,23 @@ def _bias(bias: dict) -> list[str]:
     return sections
 
 
+def _costs(costs: dict) -> list[str]:
+    """External systems: where they answered from, tokens, and the estimated price."""
+    live = {name: c for name, c in costs.items() if not c.get("recorded")}
+    recorded = [f"<p>{html.escape(name)}: answers recorded in {html.escape(str(c.get('source')))}.</p>"
+                for name, c in costs.items() if c.get("recorded")]
+    if not live:
+        return ["<h2>External systems</h2>", *recorded] if recorded else []
+
+    def usd(value):
+        return "– (no price in eval.prices)" if value is None else f"${value:,.4f}"
+    rows = [[name, c["model"], c["requests"], c["cached"], c["prompt_tokens"], c["completion_tokens"],
+             usd(c["usd"]), usd(c["usd_per_1k_requests"])] for name, c in live.items()]
+    return ["<h2>External systems: tokens and cost</h2>",
+            _table(rows, ["system", "model", "requests", "from cache", "prompt tokens", "completion tokens", "est. cost", "per 1k requests"]),
+            *recorded]
+
+
 def _prompt(messages) -> str:
     # The last user turn is what the system answered; a system prompt is the same for every sample.
     if isinstance(messages, str):
@@ -274,6 +291,7 @@ def _html(results: dict, samples: list[dict], systems: list[str], images: list[s
         sections += [f"<h2>Edge and adversarial cases ({edge.get('n')} from {html.escape(str(edge.get('file')))})</h2>",
                      _table([[m, *(_num(edge["systems"][s][m]) for s in edge_systems)] for m in shown], ["metric", *edge_systems])]
     sections += _bias(results.get("bias") or {})
+    sections += _costs(results.get("costs") or {})
     if images:
         sections += ["<h2>Plots</h2>", *(f'<img src="{html.escape(n)}" alt="{html.escape(n)}">' for n in images)]
     if samples:

@@ -56,8 +56,12 @@ def _gate_value(key: str, systems: dict[str, dict[str, float]], gated: str) -> f
 
     if ":" in key:
         metric, expression = (part.strip() for part in key.split(":", 1))
-        left, minus, right = expression.partition("-")
-        if not minus:
+        # System names may hold '-' (gpt-4o): split at the ' - ' with spaces, else at the '-' that leaves two systems.
+        cuts = [expression.partition(" - ")] if " - " in expression else \
+            [(expression[:i], "-", expression[i + 1:]) for i, c in enumerate(expression) if c == "-"]
+        known = [(left, right) for left, _, right in cuts if left.strip() in systems and right.strip() in systems]
+        left, right = known[0] if known else (cuts[0][0], cuts[0][2]) if cuts else (None, None)
+        if left is None:
             raise TuneloopError(f"objective.gates.{key}: a comparison gate looks like 'metric: finetuned - base'")
         return lookup(metric, left.strip()) - lookup(metric, right.strip())
     metric, _, system = key.partition("@")
