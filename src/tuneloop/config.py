@@ -342,6 +342,8 @@ class WandbConfig(Strict):
     entity: str | None = None
     # offline: the run is written under the train run folder (wandb/), for `wandb sync` later; online needs a key.
     mode: Literal["offline", "online"] = "offline"
+    name: str | None = Field(None, max_length=128)  # the W&B run's display name; None = the run folder's name
+    tags: list[str] = Field([], max_length=50)
 
 
 class TrainConfig(Strict):

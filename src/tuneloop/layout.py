@@ -182,6 +182,7 @@ class TrainDir:
         return Checkpoints(self.root / "checkpoints")
 
     lock = _at(".train.lock", "Held by the one trainer writing this folder (it names that trainer).")
+    pause = _at(".pause", "Asks the trainer to checkpoint and stop after its current step (a paused fine-tuning job).")
     remote = _at("remote.json", "A hosted fine-tune (train.backend: openai-compatible): provider, files, job, model.")
     remote_files = _at("upload", "The train/val files as uploaded to the provider.")
     result_files = _at("results", "The provider's result files (per-step metrics CSV).")

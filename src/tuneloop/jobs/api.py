@@ -8,10 +8,11 @@ with that report as its error. Jobs are only queued here; the worker runs them.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Literal
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
@@ -21,10 +22,11 @@ from tuneloop.errors import TuneloopError
 from tuneloop.http import error
 from tuneloop.jobs.spec import ID, JobRequest
 from tuneloop.jobs.stages import Stages
-from tuneloop.jobs.store import FINAL, JobStore, NotFound
+from tuneloop.jobs.store import ACTIVE, FINAL, JobStore, NotFound
 from tuneloop.models import resolve_model
 
 PURPOSES = ("fine-tune", "batch", "assistants", "user_data", "evals")
+LISTED = (*PURPOSES, "fine-tune-results")  # results are written by the server (a job's metrics CSV), never uploaded
 FileId = PathParam(min_length=1, max_length=ID)
 JobId = PathParam(min_length=1, max_length=ID)
 
@@ -59,7 +61,7 @@ def _file_routes(router: APIRouter, store: JobStore, stages: Stages) -> None:
         return await run_in_threadpool(check_and_store)
 
     @router.get("/v1/files")
-    def list_files(purpose: Literal[PURPOSES] | None = None) -> dict:  # type: ignore[valid-type]
+    def list_files(purpose: Literal[LISTED] | None = None) -> dict:  # type: ignore[valid-type]
         return {"object": "list", "data": store.files(purpose), "has_more": False}
 
     @router.get("/v1/files/{file_id}")
@@ -108,8 +110,12 @@ def _job_routes(router: APIRouter, store: JobStore) -> None:
             resolve_model(body.model)
         except (ValueError, ValidationError, TuneloopError) as err:
             return error(400, str(err), param="model", code="invalid_request")
+        if body.integrations and importlib.util.find_spec("wandb") is None:
+            return error(400, "integrations: this server cannot log to W&B (wandb is not installed: pip install "
+                              "'tuneloop[tracking]' where the server runs)", param="integrations")
         job = store.create_job(model=body.model, training_file=body.training_file, validation_file=body.validation_file,
-                               hyperparameters=hyperparameters, method=method, suffix=body.suffix, seed=body.seed or 0)
+                               hyperparameters=hyperparameters, method=method, suffix=body.suffix, seed=body.seed or 0,
+                               meta=body.metadata, integrations=[i.model_dump() for i in body.integrations or []] or None)
         store.add_event(job["id"], "Validating training file: " + training["filename"])
         bad = next((f for f in (training, validation) if f and f["status"] != "processed"), None)
         if bad is not None:
@@ -123,8 +129,12 @@ def _job_routes(router: APIRouter, store: JobStore) -> None:
         return store.job(job["id"])
 
     @router.get("/v1/fine_tuning/jobs")
-    def list_jobs(after: str | None = Query(None, max_length=ID), limit: int = Query(20, ge=1, le=1000)) -> dict:
-        jobs, more = store.jobs(after, limit)
+    def list_jobs(request: Request, after: str | None = Query(None, max_length=ID), limit: int = Query(20, ge=1, le=1000)):
+        try:
+            wanted = metadata_filter(request.query_params.multi_items())
+        except ValueError as err:
+            return error(400, str(err), param="metadata")
+        jobs, more = store.jobs(after, limit, wanted)
         return {"object": "list", "data": jobs, "has_more": more}
 
     @router.get("/v1/fine_tuning/jobs/{job_id}")
@@ -138,9 +148,38 @@ def _job_routes(router: APIRouter, store: JobStore) -> None:
         except NotFound as err:
             return error(404, str(err))
         if job["status"] in FINAL:
-            return error(400, f"job {job_id} has already {job['status']}; only queued or running jobs can be cancelled")
-        store.set_status(job_id, "cancelled", only_from=("validating_files", "queued", "running"))
+            return error(400, f"job {job_id} has already {job['status']}; only queued, running or paused jobs can be cancelled")
+        store.set_status(job_id, "cancelled", only_from=ACTIVE)
         store.add_event(job_id, "Cancellation requested")
+        return store.job(job_id)
+
+    @router.post("/v1/fine_tuning/jobs/{job_id}/pause")
+    def pause(job_id: str = JobId):
+        """A running job checkpoints at the end of its current step and stops (`pausing`, then `paused`); a queued
+        one is held back at once."""
+        try:
+            job = store.job(job_id)
+        except NotFound as err:
+            return error(404, str(err))
+        if store.set_status(job_id, "paused", only_from=("validating_files", "queued")):
+            store.add_event(job_id, "The job is paused before it started; resume it to queue it again")
+        elif store.set_status(job_id, "pausing", only_from=("running",)):
+            store.add_event(job_id, "Pause requested: the job stops after a checkpoint at the end of its current step")
+        elif job["status"] not in ("pausing", "paused"):
+            return error(400, f"job {job_id} is {job['status']}; only queued or running jobs can be paused")
+        return store.job(job_id)
+
+    @router.post("/v1/fine_tuning/jobs/{job_id}/resume")
+    def resume(job_id: str = JobId):
+        try:
+            job = store.job(job_id)
+        except NotFound as err:
+            return error(404, str(err))
+        if job["status"] == "pausing":
+            return error(400, f"job {job_id} is still pausing (its trainer is writing a checkpoint); resume it once it is paused")
+        if not store.set_status(job_id, "queued", only_from=("paused",)):
+            return error(400, f"job {job_id} is {job['status']}; only paused jobs can be resumed")
+        store.add_event(job_id, "The job is resumed and queued; it continues from its last checkpoint")
         return store.job(job_id)
 
     @router.get("/v1/fine_tuning/jobs/{job_id}/events")
@@ -163,6 +202,19 @@ def _job_routes(router: APIRouter, store: JobStore) -> None:
                     "first_id": data[0]["id"] if data else None, "last_id": data[:limit][-1]["id"] if data else None}
 
         return _found(page)
+
+
+def metadata_filter(params: list[tuple[str, str]]) -> dict[str, str] | None:
+    """`metadata[k]=v` query pairs as a filter (OpenAI's syntax); `metadata=null`: jobs without metadata (`{}`)."""
+    wanted: dict[str, str] = {}
+    for key, value in params:
+        if key == "metadata":
+            if value != "null":
+                raise ValueError("filter by metadata with metadata[KEY]=VALUE, or metadata=null for jobs without any")
+            return {}
+        if key.startswith("metadata[") and key.endswith("]") and 0 < len(key) - 10 <= 64:
+            wanted[key[9:-1]] = value[:512]
+    return wanted or None
 
 
 def _found(make):

@@ -15,9 +15,9 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from tuneloop.config import DataConfig, DpoConfig, GrpoConfig, ModelConfig, ObjectiveConfig, PipelineConfig, TrainConfig
+from tuneloop.config import DataConfig, DpoConfig, GrpoConfig, ModelConfig, ObjectiveConfig, PipelineConfig, TrainConfig, WandbConfig
 from tuneloop.graders.specs import GraderSpec
 
 AUTO = {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 1.0}
@@ -91,6 +91,32 @@ class Method(BaseModel):
         return section.hyperparameters or Hyperparameters()
 
 
+class Wandb(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    project: str = Field(min_length=1, max_length=128)
+    name: str | None = Field(None, max_length=128)
+    entity: str | None = Field(None, max_length=128)
+    tags: list[Annotated[str, Field(max_length=64)]] = Field([], max_length=50)
+
+
+class Integration(BaseModel):
+    """OpenAI's integration object; W&B is the one type: the job's run logs to it (train.tracking: wandb, online
+    when the server has WANDB_API_KEY, else offline in the job's run folder for `wandb sync`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["wandb"]
+    wandb: Wandb
+
+
+def _metadata(value: dict[str, str] | None) -> dict[str, str] | None:
+    """OpenAI's bounds: at most 16 pairs, keys up to 64 characters, values up to 512."""
+    if value is not None and (len(value) > 16 or any(len(k) > 64 or len(v) > 512 for k, v in value.items())):
+        raise ValueError("metadata holds at most 16 pairs, keys of at most 64 characters and values of at most 512")
+    return value
+
+
 class JobRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -101,6 +127,8 @@ class JobRequest(BaseModel):
     method: Method | None = None
     suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9._-]*$")
     seed: int | None = Field(None, ge=0, le=2**31 - 1)  # OpenAI's range; also a valid torch and SQLite integer
+    metadata: Annotated[dict[str, str] | None, AfterValidator(_metadata)] = None
+    integrations: list[Integration] | None = Field(None, max_length=10)
 
     def settings(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """(resolved hyperparameters, method) as stored on the job."""
@@ -130,10 +158,22 @@ def pipeline_for(job: dict, training: Path, has_validation: bool) -> PipelineCon
         dpo=DpoConfig(beta=method.get("dpo", {}).get("hyperparameters", {}).get("beta", DpoConfig().beta)),
         grpo=GrpoConfig(group_size=rl_hp.get("group_size", GrpoConfig().group_size)),
         save_every=1, keep_last=1000, eval_every=rl_hp.get("eval_every", 0), val_answers=rl_hp.get("val_answers", TrainConfig().val_answers),
+        **_tracking(job.get("integrations") or []),
     )
     data = DataConfig(inputs=[training], val_ratio=0.0 if has_validation else 0.1, test_ratio=0.0, seed=job["seed"])
     objective = ObjectiveConfig(reward=rl["grader"]) if rl.get("grader") else ObjectiveConfig()
     return PipelineConfig(name=job["id"], model=ModelConfig(name=job["model"]), data=data, train=train, objective=objective)
+
+
+def _tracking(integrations: list[dict]) -> dict[str, Any]:
+    """A W&B integration as the run's tracking: online when this server holds a W&B key, else offline."""
+    wandb = next((i["wandb"] for i in integrations if i.get("type") == "wandb"), None)
+    if wandb is None:
+        return {}
+    mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    return {"tracking": ["tensorboard", "wandb"],
+            "wandb": WandbConfig(project=wandb["project"], entity=wandb.get("entity"), name=wandb.get("name"),
+                                 tags=wandb.get("tags") or [], mode=mode)}
 
 
 def _learning_rate(method_type: str) -> float:

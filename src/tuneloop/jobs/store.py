@@ -24,6 +24,7 @@ from tuneloop.jobs.tables import FineTuningJob, JobCheckpoint, JobEvent, StoredF
 from tuneloop.layout import HomeDir
 
 FINAL = ("succeeded", "failed", "cancelled")
+ACTIVE = ("validating_files", "queued", "running", "pausing", "paused")  # what cancel may stop
 
 
 class NotFound(TuneloopError):
@@ -119,11 +120,14 @@ class JobStore:
                 raise NotFound(f"no fine-tuning job '{job_id}'")
             return job_object(row)
 
-    def jobs(self, after: str | None = None, limit: int = 20) -> tuple[list[dict], bool]:
-        """Newest first; `after` is the id of the last job of the previous page."""
+    def jobs(self, after: str | None = None, limit: int = 20, metadata: dict[str, str] | None = None) -> tuple[list[dict], bool]:
+        """Newest first; `after` is the id of the last job of the previous page; `metadata`: only jobs holding every
+        pair of it ({} = jobs without metadata)."""
         query = select(FineTuningJob).order_by(FineTuningJob.created_at.desc(), FineTuningJob.id.desc())
         with Session(self.engine) as session:
             rows = list(session.scalars(query))
+        if metadata is not None:
+            rows = [r for r in rows if (all((r.meta or {}).get(k) == v for k, v in metadata.items()) if metadata else not r.meta)]
         if after:
             ids = [row.id for row in rows]
             rows = rows[ids.index(after) + 1:] if after in ids else []
@@ -163,7 +167,7 @@ class JobStore:
         the job is no longer running, or another worker has taken it over."""
         values = {"heartbeat_at": utcnow(), **({"trainer_pid": trainer_pid} if trainer_pid is not None else {})}
         query = update(FineTuningJob).where(FineTuningJob.id == job_id, FineTuningJob.worker == worker,
-                                            FineTuningJob.status.in_(("running", "cancelled")))
+                                            FineTuningJob.status.in_(("running", "pausing", "cancelled")))
         with Session(self.engine) as session:
             changed = session.execute(query.values(**values)).rowcount
             session.commit()
@@ -172,7 +176,7 @@ class JobStore:
     def orphaned(self, worker_prefix: str) -> list[dict]:
         """Jobs marked running by a worker of an earlier process (it died or was restarted), with the lease."""
         with Session(self.engine) as session:
-            rows = session.scalars(select(FineTuningJob).where(FineTuningJob.status == "running"))
+            rows = session.scalars(select(FineTuningJob).where(FineTuningJob.status.in_(("running", "pausing"))))
             return [job_object(row) | {"worker": row.worker, "trainer_pid": row.trainer_pid,
                                        "heartbeat_at": as_utc(row.heartbeat_at) if row.heartbeat_at else None}
                     for row in rows if not (row.worker or "").startswith(worker_prefix)]
@@ -239,11 +243,12 @@ def file_object(row: StoredFile) -> dict:
 def job_object(row: FineTuningJob) -> dict:
     return {
         "id": row.id, "object": "fine_tuning.job", "created_at": _ts(row.created_at), "finished_at": _ts(row.finished_at),
-        "model": row.model, "fine_tuned_model": row.fine_tuned_model, "organization_id": "tuneloop", "result_files": [],
+        "model": row.model, "fine_tuned_model": row.fine_tuned_model, "organization_id": "tuneloop",
         "status": row.status, "training_file": row.training_file, "validation_file": row.validation_file,
         "hyperparameters": row.hyperparameters, "method": row.method, "suffix": row.suffix, "seed": row.seed,
         "trained_tokens": row.trained_tokens, "estimated_finish": row.estimated_finish, "error": row.error,
-        "integrations": [], "user_provided_suffix": row.suffix,
+        "integrations": row.integrations or [], "user_provided_suffix": row.suffix, "metadata": row.meta,
+        "result_files": row.result_files or [],
     }
 
 

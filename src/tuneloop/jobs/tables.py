@@ -42,7 +42,8 @@ class FineTuningJob(Base):
     method: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     suffix: Mapped[str | None] = mapped_column(String(64))
     seed: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20))  # validating_files | queued | running | succeeded | failed | cancelled
+    # validating_files | queued | running | pausing | paused | succeeded | failed | cancelled
+    status: Mapped[str] = mapped_column(String(20))
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     fine_tuned_model: Mapped[str | None] = mapped_column(String(500))
     registry_ref: Mapped[str | None] = mapped_column(String(300))
@@ -52,6 +53,9 @@ class FineTuningJob(Base):
     worker: Mapped[str | None] = mapped_column(String(200))  # who runs it: host:pid:thread
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))  # renewed while the worker runs it
     trainer_pid: Mapped[int | None] = mapped_column(Integer)  # the training process (its process group) on the worker's host
+    meta: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON)  # the user's key/value pairs (`metadata` is taken)
+    integrations: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)  # [{"type": "wandb", "wandb": {...}}]
+    result_files: Mapped[list[str] | None] = mapped_column(JSON)  # file ids: the per-step metrics CSV
 
 
 class JobEvent(Base):

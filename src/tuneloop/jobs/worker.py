@@ -11,7 +11,9 @@ queued again at start-up and resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import json
 import math
 import os
@@ -37,6 +39,7 @@ from tuneloop.layout import JobDir, TrainDir
 POLL_S = 0.5
 LEASE_S = 60  # a running job whose worker has not renewed its lease for this long is taken as abandoned
 LOCK_WAIT_S = 120  # how long a resumed trainer waits for an older one to let go of the run folder
+PAUSE_S = 300  # how long a pausing trainer may take to finish its step and checkpoint
 
 
 class Worker:
@@ -53,6 +56,10 @@ class Worker:
             if not self._abandoned(job):
                 continue  # another live server is running it
             self._stop_orphaned_trainer(job)
+            if job["status"] == "pausing":  # it was being paused: it is paused now, at its last checkpoint
+                self.store.set_status(job["id"], "paused", only_from=("pausing",), worker=None, trainer_pid=None)
+                self.store.add_event(job["id"], "The server restarted while this job paused; it is paused at its last checkpoint")
+                continue
             self.store.set_status(job["id"], "queued", only_from=("running",), worker=None, trainer_pid=None)
             self.store.add_event(job["id"], "The server restarted while this job ran; it is queued again and will "
                                             "resume from its last checkpoint", level="warn")
@@ -106,6 +113,7 @@ class Worker:
     def _run_job(self, job: dict) -> None:
         job_id, run = job["id"], JobDir(self.store.run_dir(job["id"]))
         train_dir = run.train
+        train_dir.pause.unlink(missing_ok=True)  # a request of an earlier pause, now resumed
         resume = bool(train_dir.checkpoints.all())
         self.store.add_event(job_id, "Fine-tuning job started" + (" (resuming from its last checkpoint)" if resume else ""))
         config_path, rows = self._prepare(job, run)
@@ -115,10 +123,16 @@ class Worker:
             command.append("--resume")
         if self.launcher:
             command = [*self.launcher, *command[1:]]  # `accelerate launch ... -m tuneloop.cli train ...`
-        total_steps = math.ceil(rows / job["hyperparameters"]["batch_size"]) * job["hyperparameters"]["n_epochs"]
-        outcome = self._supervise(job, command, train_dir, total_steps, run.log)
+        epoch_steps = math.ceil(rows / job["hyperparameters"]["batch_size"])
+        outcome = self._supervise(job, command, train_dir, epoch_steps, epoch_steps * job["hyperparameters"]["n_epochs"], run.log)
         if outcome == "cancelled":
             self.store.add_event(job_id, "The job was cancelled")
+            return
+        if outcome == "paused":
+            last = train_dir.checkpoints.complete()
+            self.store.set_status(job_id, "paused", only_from=("pausing",))
+            self.store.add_event(job_id, f"The job is paused at step {last[-1].step if last else 0}; POST "
+                                         f"/v1/fine_tuning/jobs/{job_id}/resume continues from there")
             return
         if outcome == "lost":  # another worker took the job over (this one stalled past its lease): leave it to that one
             self.store.add_event(job_id, f"Worker {self.name} lost its lease on the job and stopped its trainer", level="warn")
@@ -144,13 +158,16 @@ class Worker:
                 data.val.write_bytes(run.validation.train.read_bytes())
         rows = len(read_jsonl(data.train))
         steps_per_epoch = max(1, math.ceil(rows / cfg.train.batch_size))
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"save_every": steps_per_epoch})})
+        # Validation loss about ten times over the run (OpenAI's events carry valid_loss along the way), unless set.
+        every = cfg.train.eval_every or max(1, math.ceil(steps_per_epoch * job["hyperparameters"]["n_epochs"] / 10))
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"save_every": steps_per_epoch, "eval_every": every})})
         path = run.config
         path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         self.store.add_event(job["id"], f"Prepared {rows} training rows" + (" and the validation file" if validation else ""))
         return path, rows
 
-    def _supervise(self, job: dict, command: list[str], train_dir: TrainDir, total_steps: int, log_path: Path) -> int | str:
+    def _supervise(self, job: dict, command: list[str], train_dir: TrainDir, epoch_steps: int, total_steps: int,
+                   log_path: Path) -> int | str:
         job_id, started = job["id"], time.time()
         # What an earlier run of this job (before a restart) already reported is not reported again.
         reported = self.store.last_reported_step(job_id)
@@ -164,15 +181,29 @@ class Worker:
             while True:
                 finished = process.poll() is not None
                 reported = self._metrics_events(job_id, train_dir, reported, started, total_steps)
-                self._new_checkpoints(job, train_dir, seen_checkpoints)
+                self._new_checkpoints(job, train_dir, seen_checkpoints, epoch_steps, total_steps)
                 if finished:
                     return process.returncode
-                lost = not owned
-                if lost or self.store.job(job_id)["status"] == "cancelled" or self._stop.is_set():
+                lost, status = not owned, self.store.job(job_id)["status"]
+                if status == "pausing" and not lost and not self._stop.is_set():
+                    self._pause(process, train_dir)
+                    reported = self._metrics_events(job_id, train_dir, reported, started, total_steps)
+                    self._new_checkpoints(job, train_dir, seen_checkpoints, epoch_steps, total_steps)
+                    return "paused"
+                if lost or status == "cancelled" or self._stop.is_set():
                     _stop_group(process)
                     return "lost" if lost else "stopped" if self._stop.is_set() else "cancelled"
                 time.sleep(self.poll_s)
                 owned = self.store.renew(job_id, self.name)
+
+    def _pause(self, process: subprocess.Popen, train_dir: TrainDir) -> None:
+        """Ask the trainer to checkpoint and stop after its current step (TrainDir.pause); stop it if it has not
+        within PAUSE_S (its last periodic checkpoint is then where the job resumes)."""
+        train_dir.pause.touch()
+        try:
+            process.wait(PAUSE_S)
+        except subprocess.TimeoutExpired:
+            _stop_group(process)
 
     def _metrics_events(self, job_id: str, train_dir: TrainDir, reported: int, started: float, total_steps: int) -> int:
         """Events for the steps past `reported` (each step once, across restarts); returns the last step reported."""
@@ -196,11 +227,13 @@ class Worker:
             reported = record["step"]
         return reported
 
-    def _new_checkpoints(self, job: dict, train_dir: TrainDir, seen: set[str]) -> None:
+    def _new_checkpoints(self, job: dict, train_dir: TrainDir, seen: set[str], epoch_steps: int, total_steps: int) -> None:
+        """The checkpoints at the end of each epoch (and of the run) as the job's checkpoints; the trainer's others
+        (a better validation loss, a pause) are where it resumes from, not listed."""
         records = {}
         for checkpoint in train_dir.checkpoints.complete():
             name = f"{_model_name(job)}:ckpt-step-{checkpoint.step}"
-            if name in seen:
+            if name in seen or (checkpoint.step % epoch_steps and checkpoint.step != total_steps):
                 continue
             seen.add(name)
             if not records:
@@ -215,10 +248,27 @@ class Worker:
         tokens = int(per_epoch * job["hyperparameters"]["n_epochs"]) if per_epoch else None
         name = _registry_name(job)
         version = self.stages.register(name, train_dir.root, note=f"fine-tuning job {job['id']}")
+        results = self.store.add_file(self.store.stage_file(_metrics_csv(train_dir), "fine-tune-results"), "step_metrics.csv",
+                                      "fine-tune-results", "processed", None)
         self.store.set_status(job["id"], "succeeded", only_from=("running",), fine_tuned_model=_model_name(job),
-                              registry_ref=version["ref"], trained_tokens=tokens)
+                              registry_ref=version["ref"], trained_tokens=tokens, result_files=[results["id"]])
         self.store.add_event(job["id"], f"New fine-tuned model created: {_model_name(job)} (registry {version['ref']})")
         self.store.add_event(job["id"], "The job has successfully completed")
+
+
+def _metrics_csv(train_dir: TrainDir) -> bytes:
+    """The per-step metrics as OpenAI's result file has them (step, train_loss, valid_loss, ...; empty cells
+    where a step has no value), in tuneloop's numbers."""
+    records = read_jsonl(train_dir.metrics) if train_dir.metrics.is_file() else []
+    columns = {"step": "step", "train_loss": "train_loss", "valid_loss": "val_loss", "train_reward_mean": "reward",
+               "valid_reward_mean": "val_reward", "tokens_per_s": "tokens_per_s"}
+    used = [name for name, key in columns.items() if name == "step" or any(key in r for r in records)]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(used)
+    for record in records:
+        writer.writerow([record.get(columns[name], "") for name in used])
+    return out.getvalue().encode()
 
 
 def _rewards(record: dict) -> dict:

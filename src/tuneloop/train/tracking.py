@@ -204,7 +204,8 @@ class _Wandb:
         self.settings = {"project": cfg.wandb.project, "entity": cfg.wandb.entity, "mode": cfg.wandb.mode}
         with _quiet_wandb():
             self.run = wandb.init(**self.settings, dir=str(run.root), id=known or secrets.token_hex(4), resume="allow",
-                                  name=run.root.name, config=params, reinit="create_new")
+                                  name=cfg.wandb.name or run.root.name, tags=cfg.wandb.tags or None, config=params,
+                                  reinit="create_new")
         self.id = self.run.id
         _write_ids(run, {"wandb": self.id, "wandb_settings": self.settings})
 

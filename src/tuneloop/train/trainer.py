@@ -135,7 +135,8 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, 
             if on_eval and any(key.startswith("val_") for key in record):
                 on_eval(record)
             improved = watch.update(record)
-            if checkpointing and (improved or (cfg.save_every and step % cfg.save_every == 0)):
+            pausing = world.size == 1 and run.pause.is_file()  # a paused job: checkpoint here, then stop
+            if (checkpointing and (improved or (cfg.save_every and step % cfg.save_every == 0))) or pausing:
                 if sharded:
                     save_sharded(checkpoints, step, model, optimizer, scheduler, records, world)
                 else:
@@ -149,6 +150,11 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, 
             if watch.should_stop:
                 say(f"early stop at step {step}: no improvement of {selection_key} in {watch.bad} evaluations")
                 break
+            if pausing:
+                say(f"paused at step {step}: checkpoint written; continue with --resume")
+                if log:
+                    log.close()
+                return {"paused_at_step": step, "checkpoint": str(latest_checkpoint(checkpoints))}
 
     # --- save --------------------------------------------------------------------------------
     summary = {**_summary(cfg, records, data, plan, watch, done, started), "device": str(where.device),
