@@ -178,7 +178,8 @@ def running(app):
 class FlakyProxy:
     """A reverse proxy on 127.0.0.1 in front of a real server that answers some requests itself with an error
     (HTTP 429 with Retry-After: 0 by default), to test retries against the real thing behind it. `fail(n)`
-    makes the next n requests fail; `down()` makes every request fail; `seen` counts requests by path."""
+    makes the next n requests fail (only those under a path prefix, with `only`); `down()` makes every request
+    fail; `seen` counts requests by "METHOD path"."""
 
     def __init__(self, target: str, status: int = 429):
         import http.server
@@ -186,6 +187,7 @@ class FlakyProxy:
         import httpx
 
         self.target, self.status, self.failures, self.seen = target, status, 0, collections.Counter()
+        self.only = None  # fail only requests whose path starts with this
         self.lock = threading.Lock()
         proxy = self
 
@@ -196,9 +198,9 @@ class FlakyProxy:
             def _any(self):
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 with proxy.lock:
-                    proxy.seen[self.path.split("?")[0]] += 1
-                    failing = proxy.failures != 0
-                    proxy.failures -= 1 if proxy.failures > 0 else 0
+                    proxy.seen[f"{self.command} {self.path.split('?')[0]}"] += 1
+                    failing = proxy.failures != 0 and (proxy.only is None or self.path.startswith(proxy.only))
+                    proxy.failures -= 1 if failing and proxy.failures > 0 else 0
                 if failing:
                     payload = json.dumps({"error": {"message": "injected failure", "type": "server_error"}}).encode()
                     self.send_response(proxy.status)
@@ -223,12 +225,12 @@ class FlakyProxy:
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def fail(self, n: int) -> None:
+    def fail(self, n: int, only: str | None = None) -> None:
         with self.lock:
-            self.failures = n
+            self.failures, self.only = n, only
 
-    def down(self) -> None:
-        self.fail(-1)
+    def down(self, only: str | None = None) -> None:
+        self.fail(-1, only)
 
     def close(self) -> None:
         self.server.shutdown()

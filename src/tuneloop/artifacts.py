@@ -174,6 +174,15 @@ def write_manifest(
     return path
 
 
+def manifest_task(data_dir: Path) -> dict | None:
+    """The task (system prompt, schema) a data folder's manifest carries forward, so serving can reproduce the
+    training prompts; None when it has none."""
+    try:
+        return read_manifest(data_dir).get("task")
+    except TuneloopError:
+        return None
+
+
 def read_manifest(run_dir: Path) -> dict[str, Any]:
     path = run_dir / MANIFEST
     if not path.is_file():

@@ -346,6 +346,27 @@ class WandbConfig(Strict):
     tags: list[str] = Field([], max_length=50)
 
 
+class Endpoint(Strict):
+    """An OpenAI-compatible API run by someone else: a hosted provider, or another `tuneloop serve`."""
+
+    base_url: str = Field(pattern=r"^https?://\S+$")  # up to /v1, e.g. https://api.example.com/v1
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # the variable holding the key; None = none sent
+    timeout_s: float = Field(120, gt=0, le=3600)
+    retries: int = Field(4, ge=0, le=20)  # with exponential back-off where a retry is safe (providers/client.py)
+
+
+class HostedConfig(Endpoint):
+    """`train.backend: openai-compatible`: the same config trained by a provider's fine-tuning API (its files and
+    jobs endpoints, as OpenAI's): tuneloop uploads the prepared splits, creates the job, follows its events and
+    records the hosted model as a run of kind remote."""
+
+    model: str = Field(min_length=1, max_length=256)  # the provider's base model to fine-tune
+    suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9._-]*$")  # None = the config's name, cut to fit
+    poll_s: float = Field(10, gt=0, le=600)  # how often the job's status and events are read
+    # The learning rate is sent as a multiplier of the provider's default: train.learning_rate / this.
+    default_learning_rate: float = Field(1e-3, gt=0)
+
+
 class TrainConfig(Strict):
     # lora: adapters on a frozen base; dora: weight-decomposed LoRA; qlora: LoRA on a 4-bit NF4 base
     # (CUDA only); full: every weight trained (use a learning rate around 1e-5..1e-4).
@@ -420,6 +441,20 @@ class TrainConfig(Strict):
     # (FSDP2's CPUOffloadPolicy; slower, for when even the shards do not fit the GPU); None = the
     # pre-flight estimate decides. Nothing to move on CPU-only runs.
     fsdp_cpu_offload: bool | None = None
+    # local: tuneloop trains here; openai-compatible: a provider's fine-tuning API trains it (train.hosted).
+    backend: Literal["local", "openai-compatible"] = "local"
+    hosted: HostedConfig | None = None
+
+    @model_validator(mode="after")
+    def _hosted_needs_endpoint(self) -> "TrainConfig":
+        if self.backend == "openai-compatible":
+            if self.hosted is None:
+                raise ValueError("backend: openai-compatible needs train.hosted: {base_url, model, api_key_env}")
+            if self.objective != "sft":
+                raise ValueError(f"backend: openai-compatible trains objective: sft here (supervised jobs); got {self.objective}")
+        elif self.hosted is not None:
+            raise ValueError("train.hosted applies to backend: openai-compatible only")
+        return self
 
     @model_validator(mode="after")
     def _fsdp_combinations(self) -> "TrainConfig":
@@ -473,15 +508,6 @@ class BiasConfig(Strict):
     @classmethod
     def _relative_to_config(cls, path: Path | None, info: ValidationInfo) -> Path | None:
         return None if path is None else _relative(path, info)
-
-
-class Endpoint(Strict):
-    """An OpenAI-compatible API run by someone else: a hosted provider, or another `tuneloop serve`."""
-
-    base_url: str = Field(pattern=r"^https?://\S+$")  # up to /v1, e.g. https://api.example.com/v1
-    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # the variable holding the key; None = none sent
-    timeout_s: float = Field(120, gt=0, le=3600)
-    retries: int = Field(4, ge=0, le=20)  # with exponential back-off where a retry is safe (providers/client.py)
 
 
 class Price(Strict):

@@ -184,7 +184,11 @@ class TrainDir:
     lock = _at(".train.lock", "Held by the one trainer writing this folder (it names that trainer).")
     pause = _at(".pause", "Asks the trainer to checkpoint and stop after its current step (a paused fine-tuning job).")
     remote = _at("remote.json", "A hosted fine-tune (train.backend: openai-compatible): provider, files, job, model.")
-    remote_files = _at("upload", "The train/val files as uploaded to the provider.")
+
+    def uploaded(self, split: str) -> Path:
+        """A split (train, val) as uploaded to the provider."""
+        return self.root / "upload" / f"{split}.jsonl"
+
     result_files = _at("results", "The provider's result files (per-step metrics CSV).")
 
 

@@ -26,6 +26,7 @@ from tuneloop.jobs.store import JobStore
 from tuneloop.jobs.worker import Worker
 from tuneloop.layout import PipelineDir, TrainDir
 from tuneloop.models.provenance import loadable_base
+from tuneloop.providers.remote import is_remote
 from tuneloop.registry.lineage import register_run
 from tuneloop.registry.store import Registry
 from tuneloop.serve.app import create_app
@@ -57,6 +58,7 @@ class ServeOptions:
     router: Path | None = None  # YAML: a model name that picks one of several models by the request's content
     knowledge: dict[str, Path] = field(default_factory=dict)  # served name -> knowledge base dir (`tuneloop rag index`)
     knowledge_k: int = 3  # chunks put into each prompt
+    aliases: dict[str, str] = field(default_factory=dict)  # served name -> registry ref or run folder it stands for
     jobs: bool = True  # the fine-tuning jobs API (and, with run_jobs, a worker that runs the jobs)
     run_jobs: bool = True  # off: serve the jobs API but leave running the jobs to another server on the same database
     launcher: str | None = None  # e.g. "accelerate launch --num_processes 4" for multi-GPU jobs
@@ -74,9 +76,9 @@ def build_app(options: ServeOptions) -> tuple[FastAPI, Catalog]:
         routes=Routes.load(options.routes) if options.routes else Routes(), folders=folders, jobs=jobs,
         router=_router(options.router), knowledge=_knowledge(options.knowledge), knowledge_k=options.knowledge_k,
         engine_options={"max_batch": options.max_batch, "max_queue": options.max_queue, "max_adapters": options.max_adapters},
-        engine_factory=_engine_factory(options),
+        engine_factory=_engine_factory(options), aliases=options.aliases,
     )
-    for name in [*folders, *(m for m in options.models if not Path(m).is_dir())]:
+    for name in [*folders, *(m for m in options.models if not Path(m).is_dir()), *options.aliases]:
         target = catalog.resolve(name)  # fails early on a name that does not resolve
         if target.adapter:
             target.engine.load_adapter(target.adapter)
@@ -143,7 +145,10 @@ def _knowledge(bases: dict[str, Path]) -> dict:
 
 
 def _base_of(models: list[str], registry) -> str | None:
+    """The base the first local model (not a hosted fine-tune) was trained on."""
     for ref in models:
+        if is_remote(Path(ref)) or (not Path(ref).is_dir() and registry.resolve(ref)["method"] == "remote"):
+            continue
         if Path(ref).is_dir():
             try:
                 return loadable_base(read_manifest(Path(ref))["model"])

@@ -55,7 +55,7 @@ def test_an_external_endpoint_is_answered_scored_priced_and_gated(provider, data
     assert cost["requests"] == 4 and cost["prompt_tokens"] > 50 and cost["completion_tokens"] > 0
     assert cost["usd"] == pytest.approx((cost["prompt_tokens"] * 2.5 + cost["completion_tokens"] * 10) / 1e6)
     assert cost["usd_per_1k_requests"] == pytest.approx(cost["usd"] * 250)
-    assert provider.seen["/v1/chat/completions"] == 4 + 3
+    assert provider.seen["POST /v1/chat/completions"] == 4 + 3
     # The prompted framing: the schema instructions and a solved example were sent.
     samples = [json.loads(line) for line in (data / "eval" / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 4 and all(set(s["outputs"]) == {"base", "gpt-4o"} for s in samples)
@@ -72,12 +72,12 @@ def test_a_provider_that_goes_down_fails_clearly_and_the_rerun_sends_only_what_i
     with pytest.raises(TuneloopError, match="1 of 4 requests"):
         evaluate(cfg, ModelConfig(name=str(tiny_model_dir)), TASK, ObjectiveConfig(), data, None, data / "eval")
     assert len(cache.read_text().splitlines()) == 3
-    sent = provider.seen["/v1/chat/completions"]
+    sent = provider.seen["POST /v1/chat/completions"]
     first = evaluate(cfg, ModelConfig(name=str(tiny_model_dir)), TASK, ObjectiveConfig(), data, None, data / "eval")
-    assert provider.seen["/v1/chat/completions"] == sent + 1 and first["costs"]["gpt-4o"]["cached"] == 3
+    assert provider.seen["POST /v1/chat/completions"] == sent + 1 and first["costs"]["gpt-4o"]["cached"] == 3
     sent += 1
     again = evaluate(cfg, ModelConfig(name=str(tiny_model_dir)), TASK, ObjectiveConfig(), data, None, data / "eval")
-    assert provider.seen["/v1/chat/completions"] == sent and again["costs"]["gpt-4o"]["cached"] == 4
+    assert provider.seen["POST /v1/chat/completions"] == sent and again["costs"]["gpt-4o"]["cached"] == 4
     assert again["systems"]["gpt-4o"] == first["systems"]["gpt-4o"]
 
 

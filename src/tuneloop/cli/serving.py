@@ -38,6 +38,7 @@ def serve_cmd(
     request_log: Annotated[str, typer.Option(help="Where requests are logged: registry, off, or a .jsonl path.")] = "registry",
     router: Annotated[Optional[Path], typer.Option("--router", help="Router YAML: one model name that picks a model per request.")] = None,
     knowledge: Annotated[Optional[list[str]], typer.Option("--knowledge", help="NAME=DIR: answer NAME's requests with context from this knowledge base (repeatable).")] = None,
+    alias: Annotated[Optional[list[str]], typer.Option("--alias", help="NAME=REF: answer requests for NAME (e.g. a hosted fine-tune's ft:... name) with REF, a registry reference or run folder (repeatable).")] = None,
     jobs: Annotated[bool, typer.Option(help="Serve the fine-tuning jobs API and run its jobs.")] = True,
     run_jobs: Annotated[bool, typer.Option(help="Run queued jobs here (off: another server on the same database runs them).")] = True,
     launcher: Annotated[Optional[str], typer.Option(help="Run jobs under this launcher, e.g. 'accelerate launch --num_processes 4'.")] = None,
@@ -70,6 +71,7 @@ def serve_cmd(
                            monitor=pipeline.monitor, request_log=request_log, max_batch=max_batch, max_queue=max_queue, prefix_cache_mb=prefix_cache_mb,
                            limits=Limits(max_tokens=max_tokens, timeout=timeout), jobs=jobs, run_jobs=run_jobs, launcher=launcher,
                            router=router, knowledge=_pairs(knowledge or [], "--knowledge"), engine=engine,
+                           aliases={name: str(ref) for name, ref in _pairs(alias or [], "--alias", "NAME=REF").items()},
                            vllm=VllmSettings(python=vllm_python, args=list(vllm_arg or []), dtype=vllm_dtype, max_lora_rank=vllm_max_lora_rank))
     app, catalog = build_app(options)
     console.print(f"serving {', '.join(catalog.listing())} on http://{host}:{port}/v1 (base {catalog.base})"
@@ -118,12 +120,12 @@ def _check_models(models: list[str], base: str | None, registry: str | None) -> 
             known.resolve(ref)
 
 
-def _pairs(items: list[str], option: str) -> dict[str, Path]:
+def _pairs(items: list[str], option: str, form: str = "NAME=DIR") -> dict[str, Path]:
     pairs = {}
     for item in items:
-        name, sep, folder = item.partition("=")
+        name, sep, folder = item.rpartition("=") if form == "NAME=REF" else item.partition("=")
         if not sep or not name or not folder:
-            raise TuneloopError(f"{option} {item!r}: write NAME=DIR, e.g. {option} support=kb/")
+            raise TuneloopError(f"{option} {item!r}: write {form}, e.g. {option} support=kb/")
         pairs[name] = Path(folder)
     return pairs
 

@@ -45,8 +45,11 @@ def _family(source: str):
 
 
 def trained_weights(train_dir: Path) -> Path:
-    """What a train run produced: its PEFT adapter folder, or its full model folder."""
+    """What a train run produced: its PEFT adapter folder, or its full model folder (a hosted fine-tune has no
+    weights here: its folder itself, whose remote.json names the model at the provider)."""
     run = TrainDir(Path(train_dir))
+    if run.remote.is_file():
+        return run.root
     weights = run.weights()
     if weights is None:
         raise TuneloopError(f"{train_dir}: no {run.adapter.name}/ or {run.model.name}/ folder; is it a finished train run?")

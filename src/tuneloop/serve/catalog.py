@@ -8,6 +8,8 @@ Names, in the order they are tried:
 - a registry reference: `name:3`, `name@production`, or a bare `name` (its `production` alias when it
   has one, else its latest version). Aliases are looked up per request, so moving or rolling back an
   alias takes effect at once, without a restart.
+A served alias (`--alias NAME=REF`) is replaced by what it stands for before the lookup. A hosted fine-tune
+(a version of kind remote, or its train folder) resolves to no engine: the provider answers (serve/remote.py).
 
 Adapters of one base share that base's engine; a fully fine-tuned model gets an engine of its own.
 """
@@ -25,6 +27,7 @@ from tuneloop.artifacts import read_manifest
 from tuneloop.errors import TuneloopError
 from tuneloop.models import is_full_model, resolve_model, weights_folder
 from tuneloop.models.provenance import adapter_base, loadable_base
+from tuneloop.providers.remote import RemoteModel, is_remote, remote_model
 from tuneloop.serve.engine import Engine
 from tuneloop.serve.generation import AdapterRef
 from tuneloop.serve.ab_routes import Routes
@@ -57,19 +60,23 @@ class Target:
     requested: str
     variant: str | None  # the route variant chosen for this request, when `requested` is a route
     version: str | None  # registry name:version, or the folder name
-    engine: Engine
+    engine: Engine | None  # None for a hosted model (remote): the provider answers
     adapter: AdapterRef | None
     system_prompt: str | None
+    remote: RemoteModel | None = None
 
 
 class Catalog:
     def __init__(self, base: str, *, registry: Versions | None = None, routes: Routes | None = None,
                  folders: dict[str, Path] | None = None, jobs: JobModels | None = None, router=None, knowledge: dict[str, Any] | None = None, knowledge_k: int = 3,
-                 engine_options: dict[str, Any] | None = None, engine_factory=Engine):
+                 engine_options: dict[str, Any] | None = None, engine_factory=Engine, aliases: dict[str, str] | None = None):
         self.base, self.registry, self.routes, self.jobs = base, registry, routes or Routes(), jobs
         self.router = router  # serve.router.Router: a model name that picks a route by the request's content
         self.knowledge, self.knowledge_k = dict(knowledge or {}), knowledge_k  # served name -> rag.KnowledgeBase
         self.folders = dict(folders or {})
+        # Served names that stand for another model (`--alias OLD=REF`): e.g. a hosted fine-tune's `ft:...` name kept
+        # for the open model that replaced it, so clients change only their base_url.
+        self.aliases = dict(aliases or {})
         self.engine_options = engine_options or {}
         self.engine_factory = engine_factory  # Engine (ours), or serve.vllm.VllmEngine: what makes the tokens
         self.engines: dict[str, Engine] = {}
@@ -86,6 +93,9 @@ class Catalog:
     def resolve(self, requested: str, user: str | None = None) -> Target:
         variant = self.routes.pick(requested, user) if requested in self.routes else None
         name = variant or requested
+        name = self.aliases.get(name, name)
+        if Path(name).is_dir() and name not in self.folders and name in self.aliases.values():
+            return self._target(requested, variant, Path(name).name, Path(name), _system_prompt(Path(name)))
         if name == self.base:
             return Target(requested, variant, None, self.engine_for(self.base), None, None)
         if name in self.folders:
@@ -114,7 +124,7 @@ class Catalog:
         return None
 
     def listing(self) -> list[str]:
-        names = {self.base, *self.folders, *self.routes.names(), *(self.jobs.model_names() if self.jobs is not None else []),
+        names = {self.base, *self.folders, *self.aliases, *self.routes.names(), *(self.jobs.model_names() if self.jobs is not None else []),
                  *([self.router.name] if self.router is not None else [])}
         if self.registry is not None:
             names |= {m["name"] for m in self.registry.models()}
@@ -134,6 +144,8 @@ class Catalog:
         return f"{name}@production" if has_production else name
 
     def _target(self, requested, variant, version, artifact: Path, system_prompt, base: str | None = None) -> Target:
+        if is_remote(artifact):
+            return Target(requested, variant, version, None, None, system_prompt, remote=remote_model(artifact))
         weights = weights_folder(artifact)
         if is_full_model(weights):
             return Target(requested, variant, version, self.engine_for(weights), None, system_prompt)

@@ -19,6 +19,7 @@ from tuneloop.errors import TuneloopError
 from tuneloop.grammar import GrammarError
 from tuneloop.http import error
 from tuneloop.models import render_prompt
+from tuneloop.serve import remote
 from tuneloop.serve.catalog import ModelNotFound, Target
 from tuneloop.serve.engine import Overloaded
 from tuneloop.serve.generation import Generation, Sampling
@@ -66,6 +67,8 @@ class Generate:
             headers["x-tuneloop-variant"] = target.variant
         if decision:
             headers["x-tuneloop-route"] = decision.route
+        if target.remote is not None:  # a hosted fine-tune: the provider answers
+            return await self._proxied(body, target, record, started, headers)
         if body.characters() > target.engine.context * CHARS_PER_TOKEN:
             return self._fail(record, started, 400, f"the prompt has {body.characters():,} characters, more than any prompt "
                               f"that fits the model's context of {target.engine.context} tokens; shorten it",
@@ -125,6 +128,34 @@ class Generate:
         return JSONResponse({"id": rid, "object": self.kind, "created": int(time.time()), "model": body.model,
                              "choices": [self._choice(job.text, job.finish_reason, body)], "usage": _usage(job),
                              **({"sources": sources} if sources is not None else {})}, headers=headers)
+
+    async def _proxied(self, body, target: Target, record: dict, started: float, headers: dict):
+        payload = remote.outgoing(body, self.endpoint, target.remote, target.system_prompt)
+        if body.stream:
+            async def events():
+                async for line in remote.stream(self.endpoint, payload, target.remote, self.limits.timeout, body.model, record, started):
+                    yield line
+                record.update(latency_ms=(time.perf_counter() - started) * 1000)
+                self._record(record)
+
+            return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+        try:
+            status, answer, passed = await remote.forward(self.endpoint, payload, target.remote, self.limits.timeout)
+        except remote.Unreachable as err:
+            return self._fail(record, started, 502, f"model '{record['model']}' is hosted at {target.remote.base_url}, "
+                              f"which could not answer: {err}", kind="server_error", headers=headers)
+        if status != 200:
+            message = str((answer.get("error") or {}).get("message", answer))[:500]
+            return self._fail(record, started, status, f"the provider of '{record['model']}' answered HTTP {status}: {message}",
+                              kind="rate_limit_error" if status == 429 else "server_error" if status >= 500 else "invalid_request_error",
+                              headers={**headers, **passed})
+        usage = answer.get("usage") or {}
+        choices = answer.get("choices") or [{}]
+        text = (choices[0].get("message") or {}).get("content") if self.endpoint == "chat" else choices[0].get("text")
+        record.update(status=200, latency_ms=(time.perf_counter() - started) * 1000, prompt_tokens=usage.get("prompt_tokens", 0),
+                      completion_tokens=usage.get("completion_tokens", 0), response=text, ttft_ms=None)
+        self._record(record)
+        return JSONResponse({**answer, "id": record["id"], "model": body.model}, headers=headers)
 
     def _resolve(self, body):
         """The target model; a router name first picks a route by the request's content."""

@@ -23,7 +23,7 @@ from peft import PeftModel
 from transformers import get_scheduler, set_seed
 
 from tuneloop import threads
-from tuneloop.artifacts import exclusive, normal_modes, read_manifest, write_manifest
+from tuneloop.artifacts import exclusive, manifest_task, normal_modes, write_manifest
 from tuneloop.config import ModelConfig, ObjectiveConfig, TrainConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.layout import Checkpoint, DataDir, TrainDir
@@ -56,6 +56,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, r
     `on_eval`: called with each step's record that holds validation numbers (after it is logged); what it raises
     stops the run there (a sweep's pruner). `tags`: written into the manifest (a sweep's trial and parameters).
     """
+    if cfg.backend == "openai-compatible":  # a provider trains it: nothing runs here but the upload and the follower
+        from tuneloop.train.hosted import train_hosted
+
+        with exclusive(TrainDir(out).lock, "this training run", wait=wait_for_lock):
+            return train_hosted(cfg, data_dir, out, resume)
     threads.apply()  # as many compute threads as this process may run at once (affinity, cgroup quota)
     world = World()
     if dry_run or not world.main:  # a dry run writes nothing; ranks other than the first write nothing either
@@ -178,7 +183,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, 
         write_manifest(
             out, "train", cfg, inputs={"train": DataDir(data_dir).train},
             outputs=[weights, run.metrics, run.loss_plot], seed=cfg.seed, started=started,
-            parent=data_dir, extra={"model": base, "summary": summary, "task": _task_of(data_dir), **({"sweep": tags} if tags else {})},
+            parent=data_dir, extra={"model": base, "summary": summary, "task": manifest_task(data_dir), **({"sweep": tags} if tags else {})},
         )
     world.close()
     return summary
@@ -318,11 +323,3 @@ def _resume(checkpoints: Path, model, optimizer, scheduler, say, sharded_world: 
         step, records = load_checkpoint(last, model, optimizer, scheduler)
     say(f"resuming from {last} (step {step})")
     return step, records
-
-
-def _task_of(data_dir: Path) -> dict | None:
-    """Carry the task (system prompt, schema) forward so serving can reproduce training prompts."""
-    try:
-        return read_manifest(data_dir).get("task")
-    except TuneloopError:
-        return None
