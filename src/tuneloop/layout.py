@@ -17,6 +17,7 @@ other module spells one of these names), so renaming a file is a change in one p
     a router classifier: classifier.safetensors classifier.json
     a job:     data/ validation/ train/ config.yaml train.log   (under TUNELOOP_HOME/jobs/ID; uploads in files/ID/)
     a pipeline run: data/ train/ eval/ monitor/ (and for the loop: feedback.jsonl, eval-production/)
+    import/    source/{train,validation}.jsonl data/ golden.jsonl config.yaml import.json (`tuneloop import`)
     sweep/     sweep.json trials.csv importance.{png,html} parallel.{png,html} trials/trial-0003/ (a train run) eval/
 
 Each folder also holds the stage's `manifest.json` (artifacts.py).
@@ -190,6 +191,27 @@ class TrainDir:
         return self.root / "upload" / f"{split}.jsonl"
 
     result_files = _at("results", "The provider's result files (per-step metrics CSV).")
+
+
+@dataclass(frozen=True)
+class ImportDir:
+    """What `tuneloop import` writes: a hosted fine-tune's data, its answers on the test split, and a config that
+    retrains an open model on the same data."""
+
+    root: Path
+
+    def source(self, split: str) -> Path:
+        """The job's file as the provider kept it: train or validation."""
+        return self.root / "source" / f"{split}.jsonl"
+
+    @property
+    def data(self) -> DataDir:
+        return DataDir(self.root / "data")
+
+    golden = _at("golden.jsonl", "The hosted model's answers to the test split: {messages, answer} per row.")
+    golden_cache = _at(".golden.cache.jsonl", "Answers as they arrived (a rerun asks only for the missing ones).")
+    config = _at("config.yaml", "Retrains an open base on the same data, gated on parity with the golden answers.")
+    record = _at("import.json", "Where it came from: provider, job, model, hyperparameters.")
 
 
 @dataclass(frozen=True)

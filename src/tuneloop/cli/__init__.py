@@ -12,6 +12,7 @@
     tuneloop run CONFIG [--out DIR] [--json]
     tuneloop loop CONFIG [--out DIR] [--json]
     tuneloop demo [--full] [--resume] [--json] [--out DIR]
+    tuneloop import openai-compatible --base-url URL --job ID|--model FT_NAME --out DIR
     tuneloop init [DIR]          a project for your own data
     tuneloop doctor              is this machine ready?
 
@@ -25,7 +26,7 @@ import sys
 import typer
 
 from tuneloop.cli.monitoring import monitor_app
-from tuneloop.cli.pipelines import demo_cmd, loop_cmd, run_cmd
+from tuneloop.cli.pipelines import demo_cmd, import_app, loop_cmd, run_cmd
 from tuneloop.cli.project import doctor_cmd, init_cmd
 from tuneloop.cli.registry import registry_app
 from tuneloop.cli.serving import rag_app, route_app, serve_cmd, ui_cmd
@@ -52,6 +53,7 @@ VERBS = {
     "run": run_cmd,
     "loop": loop_cmd,
     "demo": demo_cmd,
+    "import": import_app,
     "init": init_cmd,
     "doctor": doctor_cmd,
 }

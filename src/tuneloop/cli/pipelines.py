@@ -142,3 +142,32 @@ def demo_cmd(out: Out = None, max_steps: Annotated[Optional[int], typer.Option(h
         console.print(f"HTTP statuses {burst['statuses']}; monitoring report -> {burst['files'][-1]}")
     _summary(result)
     _emit(result, as_json)
+
+
+# --- migration -----------------------------------------------------------------------------------
+import_app = typer.Typer(help="Move off a hosted fine-tune: its data, its answers as a golden set, and a config that retrains an open model.",
+                         no_args_is_help=True)
+
+
+@import_app.command("openai-compatible")
+def import_openai_compatible(
+    base_url: Annotated[str, typer.Option("--base-url", help="The provider's API, up to /v1.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the data, the golden answers and config.yaml.")],
+    job: Annotated[Optional[str], typer.Option("--job", help="The fine-tuning job to import.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Or the fine-tuned model's name (ft:...): its job is found.")] = None,
+    api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="The environment variable holding the provider's key.")] = None,
+    base: Annotated[Optional[str], typer.Option("--base", help="The open model to retrain (default: the embedded model).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Registry name for the retrained model (default: the job's suffix + -open).")] = None,
+    tolerance: Annotated[float, typer.Option(help="The parity gate: how far below the hosted model the open one may score.", min=0, max=1)] = 0.05,
+    max_tokens: Annotated[int, typer.Option(help="Longest golden answer, in tokens.", min=1, max=32768)] = 256,
+    concurrency: Annotated[int, typer.Option(help="Requests to the provider at once.", min=1, max=64)] = 4,
+    test_ratio: Annotated[float, typer.Option(help="Share of the rows held out as the protected test split.", min=0.01, max=0.5)] = 0.1,
+    as_json: Json = False,
+) -> None:
+    """Import a finished job of any provider with OpenAI's fine-tuning API; then `tuneloop run OUT/config.yaml`."""
+    from tuneloop.config import DEFAULT_MODEL
+    from tuneloop.pipelines.migrate import import_hosted
+
+    _quiet_libraries()
+    _emit(import_hosted(base_url, out, job_id=job, model=model, api_key_env=api_key_env, base=base or DEFAULT_MODEL, name=name,
+                        tolerance=tolerance, max_tokens=max_tokens, concurrency=concurrency, test_ratio=test_ratio), as_json)
