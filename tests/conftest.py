@@ -235,3 +235,20 @@ class FlakyProxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.fixture
+def provider(tiny_model_dir, tmp_path, monkeypatch):
+    """A hosted provider for the client side: a real `tuneloop serve` of the tiny model (chat and the jobs API,
+    which trains there) on 127.0.0.1, reached through a FlakyProxy."""
+    from tuneloop.server import ServeOptions, build_app
+
+    monkeypatch.setenv("TUNELOOP_HOME", str(tmp_path / "provider-home"))
+    app, _ = build_app(ServeOptions(base=str(tiny_model_dir), registry=f"sqlite:///{tmp_path / 'provider.db'}", request_log="off",
+                                    dashboard=False))
+    with running(app) as url:
+        proxy = FlakyProxy(url)
+        try:
+            yield proxy
+        finally:
+            proxy.close()

@@ -8,27 +8,14 @@ import json
 
 import pytest
 
-from tests.conftest import FlakyProxy, running, ticket_rows, write_jsonl
+from tests.conftest import ticket_rows, write_jsonl
 from tuneloop.config import EvalConfig, ModelConfig, ObjectiveConfig, TaskConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.eval.evaluate import evaluate
 from tuneloop.eval.external import conversation_key
 from tuneloop.layout import EvalDir
-from tuneloop.server import ServeOptions, build_app
 
 TASK = TaskConfig(output_schema={"type": "object", "required": ["category"]}, label_fields=["category"])
-
-
-@pytest.fixture
-def provider(tiny_model_dir):
-    """The tiny model served by tuneloop, reached through a failure-injecting proxy."""
-    app, _ = build_app(ServeOptions(base=str(tiny_model_dir), request_log="off", jobs=False, dashboard=False))
-    with running(app) as url:
-        proxy = FlakyProxy(url)
-        try:
-            yield proxy
-        finally:
-            proxy.close()
 
 
 @pytest.fixture

@@ -12,26 +12,13 @@ import openai
 import pytest
 import yaml
 
-from tests.conftest import FlakyProxy, running, ticket_rows, write_jsonl
+from tests.conftest import running, ticket_rows, write_jsonl
 from tuneloop.config import load_config
 from tuneloop.errors import TuneloopError
 from tuneloop.layout import ImportDir, PipelineDir
 from tuneloop.pipelines.migrate import import_hosted
 from tuneloop.pipelines.run import run_pipeline
 from tuneloop.server import ServeOptions, build_app
-
-
-@pytest.fixture
-def provider(tiny_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("TUNELOOP_HOME", str(tmp_path / "provider-home"))
-    app, _ = build_app(ServeOptions(base=str(tiny_model_dir), registry=f"sqlite:///{tmp_path / 'provider.db'}", request_log="off",
-                                    dashboard=False))
-    with running(app) as url:
-        proxy = FlakyProxy(url)
-        try:
-            yield proxy
-        finally:
-            proxy.close()
 
 
 def finished_job(provider, tiny_model_dir, tmp_path):

@@ -6,11 +6,13 @@ evaluated beside a local fine-tune in one report; a provider that goes down or r
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import openai
 import pytest
 
-from tests.conftest import FlakyProxy, running, ticket_rows, write_jsonl
+from tests.conftest import running, ticket_rows, write_jsonl
 from tuneloop.config import EvalConfig, LoraConfig, ModelConfig, ObjectiveConfig, TaskConfig, TrainConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.eval.evaluate import evaluate
@@ -19,19 +21,6 @@ from tuneloop.registry.lineage import register_run
 from tuneloop.registry.store import Registry
 from tuneloop.server import ServeOptions, build_app
 from tuneloop.train.trainer import train
-
-
-@pytest.fixture
-def provider(tiny_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("TUNELOOP_HOME", str(tmp_path / "provider-home"))
-    app, _ = build_app(ServeOptions(base=str(tiny_model_dir), registry=f"sqlite:///{tmp_path / 'provider.db'}", request_log="off",
-                                    dashboard=False))
-    with running(app) as url:
-        proxy = FlakyProxy(url)
-        try:
-            yield proxy
-        finally:
-            proxy.close()
 
 
 @pytest.fixture
@@ -127,3 +116,28 @@ def test_hosted_config_errors():
         TrainConfig(backend="openai-compatible")
     with pytest.raises(ValueError, match="objective: sft"):
         TrainConfig.model_validate({"backend": "openai-compatible", "objective": "dpo", "hosted": {"base_url": "http://x/v1", "model": "m"}})
+
+
+def test_a_job_that_ends_badly_at_the_provider_is_reported_and_resume_starts_a_new_one(provider, data, tiny_model_dir, tmp_path):
+    out, model = tmp_path / "hosted", ModelConfig(name=str(tiny_model_dir))
+    api = openai.OpenAI(base_url=f"{provider.url}/v1", api_key="none", max_retries=0)
+
+    def cancel_once_created():
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            state = json.loads(TrainDir(out).remote.read_text()) if TrainDir(out).remote.is_file() else {}
+            if state.get("job"):
+                api.fine_tuning.jobs.cancel(state["job"])
+                return
+            time.sleep(0.05)
+
+    canceller = threading.Thread(target=cancel_once_created)
+    canceller.start()
+    with pytest.raises(TuneloopError, match=r"hosted job ftjob-\S+ cancelled: .*rerun with --resume to start a new job"):
+        train(hosted(provider, tiny_model_dir).model_copy(update={"epochs": 50}), model, data, out)
+    canceller.join()
+    first = json.loads(TrainDir(out).remote.read_text())["job"]
+    summary = train(hosted(provider, tiny_model_dir), model, data, out, resume=True)
+    state = json.loads(TrainDir(out).remote.read_text())
+    assert summary["job"] != first and state["attempts"] == [{"job": first, "status": "cancelled", "error": "status cancelled"}]
+    assert provider.seen["POST /v1/files"] == 2 and provider.seen["POST /v1/fine_tuning/jobs"] == 2
