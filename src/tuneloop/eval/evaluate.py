@@ -25,7 +25,7 @@ from tuneloop.eval.regression import general_capability, switch_for
 from tuneloop.eval.report import write_report
 from tuneloop.eval.scoring import check_gates, score_systems
 from tuneloop.extras import require
-from tuneloop.layout import DataDir, EvalDir
+from tuneloop.layout import DataDir, EvalDir, TrainDir
 from tuneloop.models import is_full_model, load_model, load_tokenizer, render_prompt
 from tuneloop.providers.remote import is_remote
 
@@ -50,7 +50,9 @@ def evaluate(
         if "constrained" in cfg.system_names:
             raise TuneloopError(f"{adapter} is a hosted fine-tune: 'constrained' decodes locally under a grammar; remove it")
         externals["finetuned"] = External(ExternalSystem.model_construct(name="finetuned", run=adapter), cfg, folder)
-        adapter = None
+        remote_run, adapter = adapter, None
+    else:
+        remote_run = None
     systems = [s for s in cfg.system_names if s in externals or s not in ("finetuned", "constrained") or adapter is not None]
     if not systems:
         raise TuneloopError("no system to evaluate: 'finetuned' needs a trained model (--model RUN_DIR)")
@@ -132,9 +134,10 @@ def evaluate(
     write_jsonl(folder.samples, samples)
     written = write_report(summary, samples, out)
     write_manifest(
-        out, "eval", cfg, inputs={"test": data.test, **({"model": adapter} if adapter else {})},
+        out, "eval", cfg, inputs={"test": data.test, **({"model": adapter} if adapter else {}),
+                                  **({"model": TrainDir(remote_run).remote} if remote_run else {})},
         outputs=[folder.results, folder.samples, *written], started=started,
-        parent=adapter.parent if adapter else data_dir, extra={"model": model_cfg.model_dump(), "summary": summary},
+        parent=adapter.parent if adapter else remote_run or data_dir, extra={"model": model_cfg.model_dump(), "summary": summary},
     )
     return summary
 

@@ -155,32 +155,11 @@ def _job_routes(router: APIRouter, store: JobStore) -> None:
 
     @router.post("/v1/fine_tuning/jobs/{job_id}/pause")
     def pause(job_id: str = JobId):
-        """A running job checkpoints at the end of its current step and stops (`pausing`, then `paused`); a queued
-        one is held back at once."""
-        try:
-            job = store.job(job_id)
-        except NotFound as err:
-            return error(404, str(err))
-        if store.set_status(job_id, "paused", only_from=("validating_files", "queued")):
-            store.add_event(job_id, "The job is paused before it started; resume it to queue it again")
-        elif store.set_status(job_id, "pausing", only_from=("running",)):
-            store.add_event(job_id, "Pause requested: the job stops after a checkpoint at the end of its current step")
-        elif job["status"] not in ("pausing", "paused"):
-            return error(400, f"job {job_id} is {job['status']}; only queued or running jobs can be paused")
-        return store.job(job_id)
+        return _found(lambda: _pause(store, store.job(job_id)))
 
     @router.post("/v1/fine_tuning/jobs/{job_id}/resume")
     def resume(job_id: str = JobId):
-        try:
-            job = store.job(job_id)
-        except NotFound as err:
-            return error(404, str(err))
-        if job["status"] == "pausing":
-            return error(400, f"job {job_id} is still pausing (its trainer is writing a checkpoint); resume it once it is paused")
-        if not store.set_status(job_id, "queued", only_from=("paused",)):
-            return error(400, f"job {job_id} is {job['status']}; only paused jobs can be resumed")
-        store.add_event(job_id, "The job is resumed and queued; it continues from its last checkpoint")
-        return store.job(job_id)
+        return _found(lambda: _resume(store, store.job(job_id)))
 
     @router.get("/v1/fine_tuning/jobs/{job_id}/events")
     def events(job_id: str = JobId, after: str | None = Query(None, pattern=r"^ftevent-\d{1,18}$"),
@@ -202,6 +181,29 @@ def _job_routes(router: APIRouter, store: JobStore) -> None:
                     "first_id": data[0]["id"] if data else None, "last_id": data[:limit][-1]["id"] if data else None}
 
         return _found(page)
+
+
+def _pause(store: JobStore, job: dict):
+    """A running job checkpoints at the end of its current step and stops (`pausing`, then `paused`); a queued one
+    is held back at once."""
+    job_id = job["id"]
+    if store.set_status(job_id, "paused", only_from=("validating_files", "queued")):
+        store.add_event(job_id, "The job is paused before it started; resume it to queue it again")
+    elif store.set_status(job_id, "pausing", only_from=("running",)):
+        store.add_event(job_id, "Pause requested: the job stops after a checkpoint at the end of its current step")
+    elif job["status"] not in ("pausing", "paused"):
+        return error(400, f"job {job_id} is {job['status']}; only queued or running jobs can be paused")
+    return store.job(job_id)
+
+
+def _resume(store: JobStore, job: dict):
+    job_id = job["id"]
+    if job["status"] == "pausing":
+        return error(400, f"job {job_id} is still pausing (its trainer is writing a checkpoint); resume it once it is paused")
+    if not store.set_status(job_id, "queued", only_from=("paused",)):
+        return error(400, f"job {job_id} is {job['status']}; only paused jobs can be resumed")
+    store.add_event(job_id, "The job is resumed and queued; it continues from its last checkpoint")
+    return store.job(job_id)
 
 
 def metadata_filter(params: list[tuple[str, str]]) -> dict[str, str] | None:

@@ -186,7 +186,7 @@ class Worker:
                     return process.returncode
                 lost, status = not owned, self.store.job(job_id)["status"]
                 if status == "pausing" and not lost and not self._stop.is_set():
-                    self._pause(process, train_dir)
+                    self._pause(job_id, process, train_dir)
                     reported = self._metrics_events(job_id, train_dir, reported, started, total_steps)
                     self._new_checkpoints(job, train_dir, seen_checkpoints, epoch_steps, total_steps)
                     return "paused"
@@ -196,13 +196,15 @@ class Worker:
                 time.sleep(self.poll_s)
                 owned = self.store.renew(job_id, self.name)
 
-    def _pause(self, process: subprocess.Popen, train_dir: TrainDir) -> None:
-        """Ask the trainer to checkpoint and stop after its current step (TrainDir.pause); stop it if it has not
-        within PAUSE_S (its last periodic checkpoint is then where the job resumes)."""
+    def _pause(self, job_id: str, process: subprocess.Popen, train_dir: TrainDir) -> None:
+        """Ask the trainer to checkpoint and stop after its current step (TrainDir.pause), holding the lease while
+        it does; stop it if it has not within PAUSE_S (its last periodic checkpoint is then where the job resumes)."""
         train_dir.pause.touch()
-        try:
-            process.wait(PAUSE_S)
-        except subprocess.TimeoutExpired:
+        deadline = time.monotonic() + PAUSE_S
+        while process.poll() is None and time.monotonic() < deadline:
+            self.store.renew(job_id, self.name)
+            time.sleep(self.poll_s)
+        if process.poll() is None:
             _stop_group(process)
 
     def _metrics_events(self, job_id: str, train_dir: TrainDir, reported: int, started: float, total_steps: int) -> int:
