@@ -44,7 +44,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
 
-    rows = [json.loads(line) for line in (ROOT / "examples/ticket_triage/tickets.jsonl").read_text().splitlines() if line.strip()]
+    rows = _clean_rows(ROOT / "examples/ticket_triage/tickets.jsonl")
     random.Random(0).shuffle(rows)
     cut = int(len(rows) * 0.9)
     for name, part in (("train", rows[:cut]), ("validation", rows[cut:])):
@@ -89,6 +89,23 @@ def main() -> None:
         served.terminate()
         served.wait(60)
     _report(result, job.fine_tuned_model, answer, timings, registry)
+
+
+def _clean_rows(path: Path) -> list[dict]:
+    """The example's rows a provider accepts (it ships broken lines on purpose, to show the data stage's report)."""
+    from tuneloop.data.file_check import check_file
+
+    good = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        probe = Path("/tmp") / f"row-{os.getpid()}.jsonl"
+        probe.write_text(line + "\n")
+        if isinstance(row, dict) and check_file(probe) is None:
+            good.append(row)
+    return good
 
 
 def _report(result: dict, old_name: str, answer, timings: dict, registry: str) -> None:

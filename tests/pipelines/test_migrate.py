@@ -47,20 +47,21 @@ def test_import_a_hosted_job_retrain_locally_gate_on_parity_and_serve_under_the_
     with pytest.raises(TuneloopError, match="no fine-tuning job made the model 'ft:nope'"):
         import_hosted(f"{provider.url}/v1", out, model="ft:nope", base=str(tiny_model_dir))
     provider.fail(2, only="/v1/chat")  # the golden answers meet two 429s: retried
-    record = import_hosted(f"{provider.url}/v1", out, model=job.fine_tuned_model, base=str(tiny_model_dir), test_ratio=0.2)
+    record = import_hosted(f"{provider.url}/v1", out, model=job.fine_tuned_model, base=str(tiny_model_dir))
     folder = ImportDir(out)
     assert record["job"] == job.id and record["hyperparameters"] == {"n_epochs": 2, "batch_size": 6, "learning_rate_multiplier": 2}
     assert folder.source("train").read_bytes() == (tmp_path / "train.jsonl").read_bytes()
     assert folder.source("validation").read_bytes() == (tmp_path / "validation.jsonl").read_bytes()
     golden = [json.loads(line) for line in folder.golden.read_text().splitlines()]
     tests = folder.data.test.read_text().splitlines()
+    assert [json.loads(t) for t in tests] == [json.loads(v) for v in (tmp_path / "validation.jsonl").read_text().splitlines()]
     assert len(golden) == len(tests) == record["golden"] > 0 and record["golden_requests"] == len(golden)
     config = yaml.safe_load(folder.config.read_text())
     assert config["train"] == {"epochs": 2, "batch_size": 6, "learning_rate": 0.002, "seed": 7}
     assert config["objective"]["gates"] == {"exact_match: finetuned - hosted": ">= -0.05"}
     assert config["eval"]["systems"][-1] == {"name": "hosted", "answers": "golden.jsonl"}
 
-    again = import_hosted(f"{provider.url}/v1", out, job_id=job.id, base=str(tiny_model_dir), test_ratio=0.2)
+    again = import_hosted(f"{provider.url}/v1", out, job_id=job.id, base=str(tiny_model_dir))
     assert again["golden_requests"] == 0  # every answer came from the cache
 
     registry = f"sqlite:///{tmp_path / 'local.db'}"

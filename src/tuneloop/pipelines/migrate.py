@@ -2,7 +2,8 @@
 
 Reads top to bottom: find the job (by id, or by the fine-tuned model it made) -> download its training and
 validation files -> prepare them with the data stage, as `tuneloop run` will (same inputs, same seed, so the
-same protected test split) -> ask the hosted model for its answers to the test split: the golden set ->
+same protected test split: the validation file, which the hosted model never trained on, when the job has
+one) -> ask the hosted model for its answers to the test split: the golden set ->
 write a config that retrains an open base model on the same data with the job's hyperparameters, evaluated
 beside the golden answers (system `hosted`) with a parity gate on them. Then `tuneloop run CONFIG` trains
 and gates it, and `tuneloop serve --alias OLD_NAME=REF` answers under the old model name.
@@ -76,11 +77,17 @@ def import_hosted(base_url: str, out: Path, *, job_id: str | None = None, model:
 def _config(job: dict, folder: ImportDir, base: str, registry_name: str, tolerance: float, test_ratio: float,
             base_url: str, api_key_env: str | None) -> dict:
     hp = _hyperparameters(job)
-    inputs = [str(folder.source(s).relative_to(folder.root)) for s in ("train", "validation") if folder.source(s).is_file()]
+    train = str(folder.source("train").relative_to(folder.root))
+    if folder.source("validation").is_file():  # rows the hosted model never trained on: the protected test split
+        data = {"inputs": [train], "frozen_test": str(folder.source("validation").relative_to(folder.root))}
+    else:
+        console.print("[yellow]import: the job has no validation file, so the test split is drawn from its training rows, which "
+                      "the hosted model has seen: its golden answers are then an upper bound[/]")
+        data = {"inputs": [train], "test_ratio": test_ratio}
     return {
         "name": registry_name,
         "model": {"name": base},
-        "data": {"inputs": inputs, "test_ratio": test_ratio, "seed": job.get("seed") or 0},
+        "data": {**data, "seed": job.get("seed") or 0},
         "train": {"epochs": hp["n_epochs"], "batch_size": hp["batch_size"],
                   "learning_rate": float(f"{1e-3 * hp['learning_rate_multiplier']:.3g}"), "seed": job.get("seed") or 0},
         "eval": {"systems": ["base", "finetuned", {"name": "hosted", "answers": folder.golden.name}]},
