@@ -90,3 +90,13 @@ def test_importing_an_unfinished_job_says_why(provider, tiny_model_dir, tmp_path
     api.fine_tuning.jobs.cancel(job.id)
     with pytest.raises(TuneloopError, match=f"job {job.id} is cancelled: only a finished job"):
         import_hosted(f"{provider.url}/v1", tmp_path / "out", job_id=job.id)
+
+
+def test_label_fields_are_read_off_json_answers():
+    from tuneloop.pipelines.migrate import label_fields
+
+    answers = [json.loads(r["messages"][1]["content"]) for r in ticket_rows(40)]
+    for i, answer in enumerate(answers):
+        answer["summary"] = f"ticket {i}"  # free text: never a label
+    assert label_fields([json.dumps(a) for a in answers]) == ["category", "priority"]  # product is always null
+    assert label_fields(["billing", "shipping"] * 20) == [] and label_fields([]) == []

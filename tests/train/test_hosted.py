@@ -10,6 +10,7 @@ import threading
 import time
 
 import openai
+import yaml
 import pytest
 
 from tests.conftest import running, ticket_rows, write_jsonl
@@ -141,3 +142,21 @@ def test_a_job_that_ends_badly_at_the_provider_is_reported_and_resume_starts_a_n
     state = json.loads(TrainDir(out).remote.read_text())
     assert summary["job"] != first and state["attempts"] == [{"job": first, "status": "cancelled", "error": "status cancelled"}]
     assert provider.seen["POST /v1/files"] == 2 and provider.seen["POST /v1/fine_tuning/jobs"] == 2
+
+
+def test_tuneloop_run_with_the_hosted_backend_registers_a_remote_version(provider, tiny_model_dir, tmp_path):
+    from tuneloop.config import load_config
+    from tuneloop.pipelines.run import run_pipeline
+
+    write_jsonl(tmp_path / "tickets.jsonl", ticket_rows(40))
+    (tmp_path / "hosted.yaml").write_text(yaml.safe_dump({
+        "name": "hosted-triage", "model": {"name": str(tiny_model_dir)},
+        "data": {"inputs": ["tickets.jsonl"], "val_ratio": 0.1, "test_ratio": 0.1},
+        "train": {"backend": "openai-compatible", "epochs": 1, "batch_size": 8,
+                  "hosted": {"base_url": f"{provider.url}/v1", "model": str(tiny_model_dir), "poll_s": 0.2}},
+        "eval": {"systems": ["base", "finetuned"], "max_new_tokens": 4, "bootstrap": 100, "regression": False},
+        "registry": {"name": "hosted-triage", "url": f"sqlite:///{tmp_path / 'local.db'}"}}))
+    result = run_pipeline(load_config(tmp_path / "hosted.yaml"), tmp_path / "run")
+    version = Registry(f"sqlite:///{tmp_path / 'local.db'}").resolve(result["model"])
+    assert version["method"] == "remote" and set(result["systems"]) == {"base", "finetuned"}
+    assert version["eval_results"]["costs"]["finetuned"]["requests"] == 4

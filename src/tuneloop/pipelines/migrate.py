@@ -5,7 +5,8 @@ validation files -> prepare them with the data stage, as `tuneloop run` will (sa
 same protected test split: the validation file, which the hosted model never trained on, when the job has
 one) -> ask the hosted model for its answers to the test split: the golden set ->
 write a config that retrains an open base model on the same data with the job's hyperparameters, evaluated
-beside the golden answers (system `hosted`) with a parity gate on them. Then `tuneloop run CONFIG` trains
+beside the golden answers (system `hosted`) with a parity gate on them (per label field when the answers are JSON with label-like fields, such as a
+category, which are then the task's label fields; else exact match or ROUGE-L). Then `tuneloop run CONFIG` trains
 and gates it, and `tuneloop serve --alias OLD_NAME=REF` answers under the old model name.
 """
 
@@ -29,6 +30,7 @@ from tuneloop.providers.finetune import HostedJobs
 from tuneloop.ui import console
 
 SHORT_ANSWER = 40  # characters: answers this short on average are labels, judged by exact match (else ROUGE-L)
+MAX_LABELS = 12  # distinct values a JSON field may hold to count as a label field
 
 
 def import_hosted(base_url: str, out: Path, *, job_id: str | None = None, model: str | None = None, api_key_env: str | None = None,
@@ -61,8 +63,12 @@ def import_hosted(base_url: str, out: Path, *, job_id: str | None = None, model:
         answers, usage = answer_all(client, job["fine_tuned_model"], conversations, max_tokens=max_tokens, concurrency=concurrency,
                                     cache=folder.golden_cache)
     write_jsonl(folder.golden, [{"messages": c, "answer": a} for c, a in zip(conversations, answers)])
-    metric = _parity_metric([split_row(row)[1] for row in read_jsonl(folder.data.test)])
-    config["objective"]["gates"] = {f"{metric}: finetuned - hosted": f">= {-tolerance:g}"}
+    references = [split_row(row)[1] for row in read_jsonl(folder.data.train)]
+    labels = label_fields(references)
+    if labels:  # JSON answers with a few values per field (a category, a priority): scored per field
+        config["task"] = {"label_fields": labels}
+    metrics = [f"{name}_accuracy" for name in labels] or [_parity_metric(references)]
+    config["objective"]["gates"] = {f"{metric}: finetuned - hosted": f">= {-tolerance:g}" for metric in metrics}
     folder.config.write_text(yaml.safe_dump(config, sort_keys=False))
     record = {"base_url": base_url, "job": job["id"], "fine_tuned_model": job["fine_tuned_model"], "base_model": job.get("model"),
               "hyperparameters": _hyperparameters(job), "files": files, "rows": report["splits"], "golden": len(answers),
@@ -79,7 +85,8 @@ def _config(job: dict, folder: ImportDir, base: str, registry_name: str, toleran
     hp = _hyperparameters(job)
     train = str(folder.source("train").relative_to(folder.root))
     if folder.source("validation").is_file():  # rows the hosted model never trained on: the protected test split
-        data = {"inputs": [train], "frozen_test": str(folder.source("validation").relative_to(folder.root))}
+        # The hosted job trained on every training row (its validation file was held out): so does the retrain.
+        data = {"inputs": [train], "frozen_test": str(folder.source("validation").relative_to(folder.root)), "val_ratio": 0.0}
     else:
         console.print("[yellow]import: the job has no validation file, so the test split is drawn from its training rows, which "
                       "the hosted model has seen: its golden answers are then an upper bound[/]")
@@ -108,6 +115,30 @@ def _hyperparameters(job: dict) -> dict:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
             resolved[key] = value
     return resolved
+
+
+def label_fields(answers: list[str], most: int = MAX_LABELS) -> list[str]:
+    """The fields of JSON-object answers that hold labels: present in nearly every answer, a string each time, and
+    at most `most` distinct values (but more than one) over many more answers than values."""
+    objects = [value for value in map(_object, answers) if value is not None]
+    if not answers or len(objects) < 0.9 * len(answers):
+        return []
+    fields = []
+    for name in dict.fromkeys(k for o in objects for k in o):
+        values = [o.get(name) for o in objects]
+        distinct = set(v for v in values if isinstance(v, str))
+        if sum(isinstance(v, str) for v in values) >= 0.9 * len(objects) and 1 < len(distinct) <= most \
+                and len(objects) >= 4 * len(distinct):
+            fields.append(name)
+    return fields
+
+
+def _object(text: str) -> dict | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _parity_metric(references: list[str]) -> str:
