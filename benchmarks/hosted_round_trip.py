@@ -32,7 +32,7 @@ import openai
 
 ROOT = Path(__file__).resolve().parents[1]
 TUNELOOP = str(Path(sys.executable).parent / "tuneloop")
-METRICS = ("json_valid", "exact_match", "category_accuracy", "rougeL", "semantic_similarity")
+METRICS = ("json_valid", "exact_match", "category_accuracy", "priority_accuracy", "rougeL", "semantic_similarity")
 
 
 def main() -> None:
@@ -111,10 +111,13 @@ def _clean_rows(path: Path) -> list[dict]:
 def _report(result: dict, old_name: str, answer, timings: dict, registry: str) -> None:
     systems = result["systems"]
     names = [s for s in ("base", "finetuned", "hosted") if s in systems]
-    print("\n| metric | " + " | ".join(names) + " |\n|---|" + "---:|" * len(names))
+    differences = json.loads((Path(result["run_dir"]) / "eval" / "results.json").read_text())["differences"].get("hosted", {})
+    print("\n| metric | " + " | ".join(names) + " | finetuned - hosted [95% paired bootstrap] |\n|---|" + "---:|" * (len(names) + 1))
     for metric in METRICS:
         if all(metric in systems[s] for s in names):
-            print(f"| {metric} | " + " | ".join(f"{systems[s][metric]:.3f}" for s in names) + " |")
+            d = differences.get(metric)
+            spread = f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" if d else ""
+            print(f"| {metric} | " + " | ".join(f"{systems[s][metric]:.3f}" for s in names) + f" | {spread} |")
     for gate in result["gates"]:
         print(f"\ngate `{gate['metric']}` {gate['gate']}: {gate['value']:+.3f} -> {'pass' if gate['passed'] else 'FAIL'}")
     print(f"\nserved under the old name {old_name!r} by {result['model']} ({registry}): {answer.choices[0].message.content!r}")
