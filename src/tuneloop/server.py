@@ -147,14 +147,16 @@ def _knowledge(bases: dict[str, Path]) -> dict:
 def _base_of(models: list[str], registry) -> str | None:
     """The base the first local model (not a hosted fine-tune) was trained on."""
     for ref in models:
-        if is_remote(Path(ref)) or (not Path(ref).is_dir() and registry.resolve(ref)["method"] == "remote"):
-            continue
         if Path(ref).is_dir():
             try:
-                return loadable_base(read_manifest(Path(ref))["model"])
+                if not is_remote(Path(ref)):
+                    return loadable_base(read_manifest(Path(ref))["model"])
             except Exception:
-                continue
-        return registry.resolve(ref)["base_model"]
+                pass
+            continue
+        version = registry.resolve(ref)
+        if version["method"] != "remote":
+            return version["base_model"]
     return None
 
 

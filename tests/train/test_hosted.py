@@ -60,7 +60,8 @@ def test_a_hosted_run_trains_registers_serves_by_proxy_and_is_evaluated_beside_t
     version = register_run(registry, "hosted-triage", out)
     assert version["method"] == "remote" and version["base_model"] == str(tiny_model_dir)
     log = tmp_path / "requests.jsonl"
-    app, _ = build_app(ServeOptions(base=str(tiny_model_dir), registry=registry.url, request_log=str(log), jobs=False, dashboard=False))
+    app, _ = build_app(ServeOptions(base=str(tiny_model_dir), registry=registry.url, request_log=str(log), jobs=False, dashboard=False,
+                                    aliases={"ft:old-name": str(out)}))
     with running(app) as url:
         api = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
         answer = api.chat.completions.create(model="hosted-triage", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
@@ -68,12 +69,15 @@ def test_a_hosted_run_trains_registers_serves_by_proxy_and_is_evaluated_beside_t
         streamed = api.chat.completions.create(model="hosted-triage", messages=[{"role": "user", "content": "hi"}], max_tokens=3,
                                                stream=True)
         assert all(chunk.model == "hosted-triage" for chunk in streamed)
+        by_folder = api.chat.completions.create(model="ft:old-name", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+        assert by_folder.model == "ft:old-name" and "ft:old-name" in {m.id for m in api.models.list()}
         provider.down(only="/v1/chat")
         with pytest.raises(openai.RateLimitError, match="the provider of 'hosted-triage:1' answered HTTP 429"):
             api.chat.completions.create(model="hosted-triage", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
         provider.fail(0)
     logged = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [r["status"] for r in logged] == [200, 200, 429] and logged[0]["model"] == "hosted-triage:1"
+    assert [r["status"] for r in logged] == [200, 200, 200, 429] and logged[0]["model"] == "hosted-triage:1"
+    assert logged[2]["model"] == out.name  # the aliased run folder, served under its folder's name
 
     local = tmp_path / "local"
     train(TrainConfig(max_steps=2, batch_size=4, lora=LoraConfig(r=4)), model, data, local)

@@ -71,7 +71,7 @@ def serve_cmd(
                            monitor=pipeline.monitor, request_log=request_log, max_batch=max_batch, max_queue=max_queue, prefix_cache_mb=prefix_cache_mb,
                            limits=Limits(max_tokens=max_tokens, timeout=timeout), jobs=jobs, run_jobs=run_jobs, launcher=launcher,
                            router=router, knowledge=_pairs(knowledge or [], "--knowledge"), engine=engine,
-                           aliases={name: str(ref) for name, ref in _pairs(alias or [], "--alias", "NAME=REF").items()},
+                           aliases={name: str(ref) for name, ref in _pairs(alias or [], "--alias", "NAME=REF", "ft:old-model=triage@production").items()},
                            vllm=VllmSettings(python=vllm_python, args=list(vllm_arg or []), dtype=vllm_dtype, max_lora_rank=vllm_max_lora_rank))
     app, catalog = build_app(options)
     console.print(f"serving {', '.join(catalog.listing())} on http://{host}:{port}/v1 (base {catalog.base})"
@@ -120,12 +120,12 @@ def _check_models(models: list[str], base: str | None, registry: str | None) -> 
             known.resolve(ref)
 
 
-def _pairs(items: list[str], option: str, form: str = "NAME=DIR") -> dict[str, Path]:
+def _pairs(items: list[str], option: str, form: str = "NAME=DIR", example: str = "support=kb/") -> dict[str, Path]:
     pairs = {}
     for item in items:
-        name, sep, folder = item.rpartition("=") if form == "NAME=REF" else item.partition("=")
+        name, sep, folder = item.partition("=")
         if not sep or not name or not folder:
-            raise TuneloopError(f"{option} {item!r}: write {form}, e.g. {option} support=kb/")
+            raise TuneloopError(f"{option} {item!r}: write {form}, e.g. {option} {example}")
         pairs[name] = Path(folder)
     return pairs
 

@@ -52,11 +52,9 @@ class External:
         with Client(self.base_url, key=key, timeout_s=self.system.timeout_s, retries=self.system.retries) as client, \
                 progress(transient=True) as bar:
             task = bar.add_task(f"{tag} {self.system.name}", total=len(conversations), info=self.model)
-            answers, usage = answer_all(client, self.model, conversations, max_tokens=self.cfg.max_new_tokens,
-                                        concurrency=self.system.concurrency, cache=self.folder.answers_cache(self.system.name, tag),
-                                        on_answer=lambda: bar.update(task, advance=1))
-        for name in ("requests", "prompt_tokens", "completion_tokens", "cached"):
-            setattr(self.usage, name, getattr(self.usage, name) + getattr(usage, name))
+            answers, _ = answer_all(client, self.model, conversations, max_tokens=self.cfg.max_new_tokens,
+                                    concurrency=self.system.concurrency, cache=self.folder.answers_cache(self.system.name, tag),
+                                    on_answer=lambda: bar.update(task, advance=1), usage=self.usage)
         return answers
 
     def cost(self) -> dict:

@@ -24,6 +24,7 @@ from tuneloop.data.prepare import prepare
 from tuneloop.errors import TuneloopError
 from tuneloop.eval.baselines import split_row
 from tuneloop.layout import ImportDir
+from tuneloop.metrics.structure import parse_object
 from tuneloop.providers.chat import answer_all
 from tuneloop.providers.client import Client, api_key
 from tuneloop.providers.finetune import HostedJobs
@@ -120,7 +121,7 @@ def _hyperparameters(job: dict) -> dict:
 def label_fields(answers: list[str], most: int = MAX_LABELS) -> list[str]:
     """The fields of JSON-object answers that hold labels: present in nearly every answer, a string each time, and
     at most `most` distinct values (but more than one) over many more answers than values."""
-    objects = [value for value in map(_object, answers) if value is not None]
+    objects = [value for value in map(parse_object, answers) if value is not None]
     if not answers or len(objects) < 0.9 * len(answers):
         return []
     fields = []
@@ -131,14 +132,6 @@ def label_fields(answers: list[str], most: int = MAX_LABELS) -> list[str]:
                 and len(objects) >= 4 * len(distinct):
             fields.append(name)
     return fields
-
-
-def _object(text: str) -> dict | None:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _parity_metric(references: list[str]) -> str:

@@ -38,10 +38,11 @@ def request_key(model: str, messages: list[dict], max_tokens: int) -> str:
 
 
 def answer_all(client: Client, model: str, conversations: list[list[dict]], *, max_tokens: int, concurrency: int,
-               cache: Path | None = None, on_answer=None) -> tuple[list[str], Usage]:
-    """Greedy answers in input order, and what they cost; raises ProviderError (after the cache has every answer
-    that did arrive) when a request failed after its retries."""
-    usage, lock = Usage(), threading.Lock()
+               cache: Path | None = None, on_answer=None, usage: Usage | None = None) -> tuple[list[str], Usage]:
+    """Greedy answers in input order, and what they cost (added to `usage` when given); raises ProviderError (after
+    the cache has every answer that did arrive) when a request failed after its retries."""
+    usage, lock = usage if usage is not None else Usage(), threading.Lock()
+    failed_before = len(usage.failed)
     known = _read_cache(cache)
     keys = [request_key(model, c, max_tokens) for c in conversations]
     answers: list[str | None] = [known[k]["answer"] if k in known else None for k in keys]
@@ -77,9 +78,10 @@ def answer_all(client: Client, model: str, conversations: list[list[dict]], *, m
 
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(todo) or 1))) as pool:
         list(pool.map(one, todo))
-    if usage.failed:
-        where = f"; the {len(todo) - len(usage.failed)} answers that arrived are kept in {cache}" if cache else ""
-        raise ProviderError(f"{len(usage.failed)} of {len(todo)} requests to model '{model}' failed{where}: {usage.failed[0]}")
+    failed = usage.failed[failed_before:]
+    if failed:
+        where = f"; the {len(todo) - len(failed)} answers that arrived are kept in {cache}" if cache else ""
+        raise ProviderError(f"{len(failed)} of {len(todo)} requests to model '{model}' failed{where}: {failed[0]}")
     return [a or "" for a in answers], usage
 
 

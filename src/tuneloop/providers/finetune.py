@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tuneloop.errors import TuneloopError
-from tuneloop.providers.client import Client, ProviderError
+from tuneloop.providers.client import Client
 
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -81,5 +81,3 @@ def job_error(job: dict) -> str:
         return f"{error.get('code') or 'error'}: {error['message']}"
     return f"status {job.get('status')}"
 
-
-__all__ = ["FINAL", "HostedJobs", "ProviderError", "job_error"]

@@ -75,8 +75,14 @@ class Catalog:
         self.knowledge, self.knowledge_k = dict(knowledge or {}), knowledge_k  # served name -> rag.KnowledgeBase
         self.folders = dict(folders or {})
         # Served names that stand for another model (`--alias OLD=REF`): e.g. a hosted fine-tune's `ft:...` name kept
-        # for the open model that replaced it, so clients change only their base_url.
-        self.aliases = dict(aliases or {})
+        # for the open model that replaced it, so clients change only their base_url. A run folder is served under
+        # its folder's name, like one given to --model; a registry reference is looked up per request.
+        self.aliases = {}
+        for alias, ref in (aliases or {}).items():
+            if Path(ref).is_dir():
+                key = Path(ref).name if self.folders.get(Path(ref).name, Path(ref)) == Path(ref) else ref
+                self.folders[key], ref = Path(ref), key
+            self.aliases[alias] = ref
         self.engine_options = engine_options or {}
         self.engine_factory = engine_factory  # Engine (ours), or serve.vllm.VllmEngine: what makes the tokens
         self.engines: dict[str, Engine] = {}
@@ -94,8 +100,6 @@ class Catalog:
         variant = self.routes.pick(requested, user) if requested in self.routes else None
         name = variant or requested
         name = self.aliases.get(name, name)
-        if Path(name).is_dir() and name not in self.folders and name in self.aliases.values():
-            return self._target(requested, variant, Path(name).name, Path(name), _system_prompt(Path(name)))
         if name == self.base:
             return Target(requested, variant, None, self.engine_for(self.base), None, None)
         if name in self.folders:

@@ -43,16 +43,19 @@ def train_hosted(cfg: TrainConfig, data_dir: Path, out: Path, resume: bool) -> d
     if state["base_url"].rstrip("/") != hosted.base_url.rstrip("/"):
         raise TuneloopError(f"{out} follows a job at {state['base_url']}, not train.hosted.base_url {hosted.base_url}; give another --out")
     out.mkdir(parents=True, exist_ok=True)
-    save = lambda: write_json(run.remote, state)  # noqa: E731 (after every step that must not be lost)
+
+    def save() -> None:  # after every step that must not be lost
+        write_json(run.remote, state)
+
     with Client(hosted.base_url, key=api_key(hosted.api_key_env, "train.hosted"), timeout_s=hosted.timeout_s,
                 retries=hosted.retries) as client:
         jobs = HostedJobs(client)
         # --- upload -----------------------------------------------------------------------------
         for split in ("train", "val"):
-            if split in state["files"] or not data.split(split).is_file() or not read_jsonl(data.split(split)):
+            rows = read_jsonl(data.split(split)) if split not in state["files"] and data.split(split).is_file() else []
+            if not rows:
                 continue
-            path = _provider_form(data.split(split), run.uploaded(split))
-            state["files"][split] = jobs.upload(path)["id"]
+            state["files"][split] = jobs.upload(_provider_form(rows, data.split(split), run.uploaded(split)))["id"]
             console.print(f"train (hosted): uploaded {split} as {state['files'][split]}")
             save()
         # --- job --------------------------------------------------------------------------------
@@ -100,19 +103,20 @@ def _follow(jobs: HostedJobs, state: dict, run: TrainDir, poll_s: float, save) -
         task = bar.add_task("train (hosted)", total=None, info=state["job"])
         while True:
             job = jobs.get(state["job"])
-            for event in jobs.new_events(state["job"], state["last_event"]):
+            events = jobs.new_events(state["job"], state["last_event"])
+            for event in events:
                 data = event.get("data") or {}
                 if event.get("type") == "metrics" and isinstance(data.get("step"), int):
-                    records[data["step"]] = {"step": data["step"], **{ours: data[theirs] for theirs, ours in
-                                             (("train_loss", "train_loss"), ("valid_loss", "val_loss")) if data.get(theirs) is not None}}
+                    records[data["step"]] = {"step": data["step"], **_ours(data)}
                     bar.update(task, total=data.get("total_steps"), completed=data["step"],
                                info=f"loss {data.get('train_loss') or float('nan'):.3f}")
                 elif event.get("message"):
                     console.print(f"[dim]{state['job']}: {event['message']}[/]")
                 state["last_event"] = event.get("id")
-            write_jsonl(run.metrics, [records[k] for k in sorted(records)])
-            state["status"] = job.get("status")
-            save()
+            if events or job.get("status") != state["status"] or not run.metrics.is_file():
+                write_jsonl(run.metrics, [records[k] for k in sorted(records)])
+                state["status"] = job.get("status")
+                save()
             if job.get("status") in FINAL:
                 return job
             time.sleep(poll_s)
@@ -126,21 +130,26 @@ def _records(run: TrainDir) -> list[dict]:
     for path in sorted(run.result_files.glob("*.csv")):
         for row in csv.DictReader(io.StringIO(path.read_text())):
             if (row.get("step") or "").isdigit():
-                records.append({"step": int(row["step"]), **{ours: float(row[theirs]) for theirs, ours in
-                                (("train_loss", "train_loss"), ("valid_loss", "val_loss")) if row.get(theirs)}})
+                records.append({"step": int(row["step"]), **{k: float(v) for k, v in _ours(row).items()}})
     write_jsonl(run.metrics, records)
     return records
 
 
-def _provider_form(split: Path, target: Path) -> Path:
-    """The split as the fine-tuning API takes it: chat rows with `messages` (and `tools`), nothing else."""
-    rows = []
-    for row in read_jsonl(split):
+def _ours(numbers: dict) -> dict:
+    """A provider's step numbers (an event's data, a result CSV row) under metrics.jsonl's names; empty ones left out."""
+    return {ours: numbers[theirs] for theirs, ours in (("train_loss", "train_loss"), ("valid_loss", "val_loss"))
+            if numbers.get(theirs) not in (None, "")}
+
+
+def _provider_form(rows: list[dict], split: Path, target: Path) -> Path:
+    """The split's rows as the fine-tuning API takes them: chat rows with `messages` (and `tools`), nothing else."""
+    kept = []
+    for row in rows:
         if "messages" not in row:
             raise TuneloopError(f"{split}: the hosted backend trains on chat rows (messages); this split holds {sorted(row)}")
         messages = [{k: m[k] for k in ("role", "content", "tool_calls", "tool_call_id", "name", "weight") if k in m} for m in row["messages"]]
-        rows.append({"messages": messages, **({"tools": row["tools"]} if row.get("tools") else {})})
-    return write_jsonl(target, rows)
+        kept.append({"messages": messages, **({"tools": row["tools"]} if row.get("tools") else {})})
+    return write_jsonl(target, kept)
 
 
 def _hyperparameters(cfg: TrainConfig) -> dict:
