@@ -326,6 +326,9 @@ class GrpoConfig(Strict):
     beta: float = Field(0.04, ge=0)
     # PPO-style clip range of the probability ratio; it bites when a rollout serves more than one update.
     epsilon: float = Field(0.2, gt=0, lt=1)
+    # Optimizer steps per rollout (TRL's num_iterations, the paper's mu): a step's prompts are sampled and
+    # graded once, then the same answers serve `iterations` updates, the ratio taken to the sampling policy.
+    iterations: int = Field(1, ge=1, le=16)
     # Divide each group's advantages by its reward standard deviation (off: Dr. GRPO's unscaled advantages).
     scale_rewards: bool = True
 

@@ -150,3 +150,78 @@ def test_decoding_with_merged_adapters_answers_the_same_and_leaves_the_base_bit_
         folded = answer(model, tokenizer, prompts, greedy=True, max_new_tokens=8)
     assert [a[0].ids for a in folded] == [a[0].ids for a in plain]
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_a_group_shares_its_prompt_s_prefill_and_answers_as_separate_copies_would(tiny_model_dir, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from tuneloop.train import rollout
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    prompts = [tokenizer("Hello there, how are you?")["input_ids"], tokenizer("Ticket 3: refund")["input_ids"]]  # left-padded apart
+    shared = rollout.answer(model, tokenizer, prompts, samples=3, greedy=True, max_new_tokens=8)
+    copies = rollout.answer(model, tokenizer, [p for p in prompts for _ in range(3)], greedy=True, max_new_tokens=8)
+    assert [a.ids for group in shared for a in group] == [a[0].ids for a in copies]
+    calls = []
+    prefill = rollout.shared_prefill
+    rollout.shared_prefill = lambda *args: calls.append(args[1].shape) or prefill(*args)
+    try:
+        torch.manual_seed(0)
+        sampled = rollout.answer(model, tokenizer, prompts, samples=4, temperature=1.0, max_new_tokens=6)
+    finally:
+        rollout.shared_prefill = prefill
+    assert calls == [(2, max(map(len, prompts)))] and [len(g) for g in sampled] == [4, 4]  # one prefill per prompt
+
+
+def test_with_iterations_one_rollout_serves_several_updates_and_the_clip_bites(data_dir, peaked_model, tokenizer):
+    cfg = TrainConfig.model_validate({**GRPO, "grpo": {**GRPO["grpo"], "iterations": 3}})
+    objective = Grpo(tokenizer, data_dir, cfg, ObjectiveConfig.model_validate(BLANK))
+    where = placement(cfg)
+    model = build_model(ModelConfig(name=str(peaked_model)), cfg, where)
+    objective.attach(model)
+    sampled = []
+    rollout = objective._rollout
+    objective._rollout = lambda *args: sampled.append(1) or rollout(*args)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    torch.manual_seed(0)
+    groups = [[objective.collate(b)] for b in objective.batches(0)]
+    # the first micro-batch whose groups disagree (a group that all scored the same teaches nothing)
+    first = next(g for g in groups if objective.step(model, g, World(), where)["reward_std"] > 0)
+    model.zero_grad()
+    objective.kept = None  # start the cycle afresh
+    sampled.clear()
+    stats = []
+    for group in (first, first, first, groups[-1]):
+        stats.append(objective.step(model, group, World(), where))
+        optimizer.step()
+        optimizer.zero_grad()
+    assert len(sampled) == 1 + 1  # the same prompts again within the cycle: graded once; other prompts: sampled
+    assert stats[0]["reward"] == stats[1]["reward"] == stats[2]["reward"] and stats[0]["reward_std"] > 0
+    assert stats[0]["clip_fraction"] == 0.0 and stats[0]["train_loss"] == pytest.approx(0.0, abs=1e-6)
+    # the updates moved the policy: on the reused answers the ratio to the sampling policy leaves [1-eps, 1+eps]
+    assert stats[2]["clip_fraction"] > 0.0 and stats[2]["kl"] > 0.0
+    assert stats[3]["clip_fraction"] == 0.0  # fresh answers: the first update on them has ratio 1
+    for _ in range(3):  # uses 2 and 3 of that rollout, then a 4th step on the same prompts
+        objective.step(model, groups[-1], World(), where)
+    assert len(sampled) == 3  # at most `iterations` updates per rollout, even for the same prompts
+
+
+def test_each_group_of_micro_batches_serves_steps_per_group_steps_and_a_resume_draws_its_cycle_again():
+    from tuneloop.train.trainer import _step_groups
+
+    class Counting:
+        steps_per_group = 2
+
+        def batches(self, epoch):
+            return [[epoch * 10 + i] for i in range(10)]
+
+        def collate(self, examples):
+            return examples[0]
+
+    def first(done, n):
+        groups = _step_groups(Counting(), 2, done, World())
+        return [next(groups) for _ in range(n)]
+
+    assert first(0, 6) == [[0, 1], [0, 1], [2, 3], [2, 3], [4, 5], [4, 5]]
+    assert first(3, 3) == [[2, 3], [4, 5], [4, 5]]  # step 4 finishes the cycle step 3 began
+    assert first(4, 2) == [[4, 5], [4, 5]]

@@ -38,6 +38,7 @@ class Pair:
 
 class Dpo:
     rows_per_example = 2  # a pair is two sequences in one forward pass
+    steps_per_group = 1
 
     def __init__(self, tokenizer, data_dir: Path, cfg: TrainConfig, criteria=None):
         self.cfg = cfg

@@ -9,9 +9,13 @@ token is the clipped policy-gradient term plus `beta` times the k3 estimate of K
     loss  = -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A) + beta * (exp(ref - logp) - (ref - logp) - 1)
 
 averaged over every answer token of the step (all micro-batches, all ranks), so long answers weigh by
-their tokens and accumulation does not change the step. The rollout serves one update, so logp_old is
-logp detached (ratio 1 in value, the policy gradient in its derivative), as in TRL's default; log-probabilities
-are those of the sampling distribution (logits / temperature), as TRL takes them. The
+their tokens and accumulation does not change the step. By default a rollout serves one update, so logp_old
+is logp detached (ratio 1 in value, the policy gradient in its derivative), as in TRL's default; with
+`grpo.iterations` = mu > 1 the trainer hands the same prompts to mu consecutive steps, the first samples and
+grades them, and the later ones reuse those answers with logp_old (and the reference's log-probabilities)
+kept from the first, so the ratio moves away from 1 and the clip bites. A run resumed inside such a cycle
+samples that cycle's prompts afresh. Log-probabilities are those of the sampling distribution
+(logits / temperature), as TRL takes them. The
 reference is the starting model: adapters switched off, or a frozen copy for full fine-tuning; with
 LoRA at step 0 the policy *is* the reference and the KL term is exactly zero.
 """
@@ -63,10 +67,16 @@ class Grpo:
         self.frozen = None
         self.merged = None  # set in attach: adapters folded into the base while sampling
         self.errors_shown = 0
+        self.kept: tuple[tuple[int, ...], list[Rollout]] | None = None  # the rollout later iterations reuse
+        self.uses = 0  # updates the kept rollout has served
 
     @property
     def rows_per_example(self) -> int:
         return self.g.group_size  # every prompt brings its group of answers into the forward pass
+
+    @property
+    def steps_per_group(self) -> int:
+        return self.g.iterations
 
     def attach(self, model) -> None:
         """Full fine-tuning has no adapters to switch off: keep a frozen copy of the starting model as the reference."""
@@ -87,8 +97,15 @@ class Grpo:
         return {"prompts": prompts}  # the tensors come from the rollout, in step()
 
     def step(self, model, group: list[dict], world, where) -> dict:
-        """Sample and grade every micro-batch's groups with the current weights, then forward/backward each."""
-        rollouts = [self._rollout(model, batch["prompts"], where) for batch in group]
+        """Sample and grade every micro-batch's groups with the current weights (or reuse the answers the same
+        prompts got at the previous step, within grpo.iterations), then forward/backward each."""
+        key = tuple(id(p) for batch in group for p in batch["prompts"])
+        if self.kept is not None and self.kept[0] == key and self.uses < self.g.iterations:
+            rollouts = self.kept[1]
+        else:
+            rollouts = [self._rollout(model, batch["prompts"], where) for batch in group]
+            self.kept, self.uses = ((key, rollouts) if self.g.iterations > 1 else None), 0
+        self.uses += 1
         n_tokens = world.sum(sum(r.tokens for r in rollouts), where.device)
         totals: dict[str, float] = {}
         for rollout in rollouts:
@@ -145,14 +162,15 @@ class Grpo:
         batch = to_device(rollout.batch, where.device)
         with where.autocast():
             logps, rows = answer_token_logps(model, batch, self.cfg.fast_kernels, self.g.temperature)
-            reference = None
-            if self.g.beta:
+            if rollout.old is None:  # the first update on these answers: the policy that sampled them
+                rollout.old = logps.detach()
+            if self.g.beta and rollout.reference is None:  # the reference never changes: once per rollout
                 with torch.no_grad():
                     reference_model = self.frozen if self.frozen is not None else model
                     with model.disable_adapter() if self.frozen is None else nullcontext():
-                        reference, _ = answer_token_logps(reference_model, batch, self.cfg.fast_kernels, self.g.temperature)
+                        rollout.reference, _ = answer_token_logps(reference_model, batch, self.cfg.fast_kernels, self.g.temperature)
         advantages = rollout.advantages.to(logps.device)[rows]
-        loss, terms = grpo_token_loss(logps, logps.detach(), reference, advantages, self.g.epsilon, self.g.beta)
+        loss, terms = grpo_token_loss(logps, rollout.old, rollout.reference, advantages, self.g.epsilon, self.g.beta)
         return loss.sum(), {"kl": float(terms["kl"].sum()), "clip_fraction": float(terms["clipped"].sum())}
 
     def _grade(self, outputs: list[str], items: list[dict]):
@@ -172,6 +190,8 @@ class Rollout:
     seen: int  # every real token of the forward pass
     sums: dict[str, float]  # reward sums per grader, and grader errors
     spread: float  # sum over groups of the reward's standard deviation
+    old: torch.Tensor | None = None  # answer-token log-probabilities at the first update (the sampling policy)
+    reference: torch.Tensor | None = None  # the reference model's, when grpo.beta > 0
 
 
 def group_advantages(rewards: torch.Tensor, scale: bool = True) -> torch.Tensor:

@@ -22,6 +22,7 @@ from tuneloop.train.sft import Sft
 
 class Objective(Protocol):
     rows_per_example: int  # sequences per example in a forward pass (a preference pair is two)
+    steps_per_group: int  # optimizer steps one drawn group of micro-batches serves (GRPO's iterations; else 1)
     train_set: Sequence[Any]
     val_set: Sequence[Any]
     truncated: int  # training examples cut to max_seq_len

@@ -28,6 +28,7 @@ from tuneloop.train.rollout import task_scores
 
 class Sft:
     rows_per_example = 1
+    steps_per_group = 1
 
     def __init__(self, tokenizer, data_dir: Path, cfg: TrainConfig, criteria=None):
         self.cfg = cfg

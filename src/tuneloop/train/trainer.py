@@ -10,6 +10,7 @@ data-parallel (see distributed.py), or sharded with `train.distributed: fsdp` (f
 
 from __future__ import annotations
 
+import itertools
 import math
 import resource
 import shutil
@@ -120,12 +121,12 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out: Path, 
     watch = EarlyStop(cfg.early_stopping, records, selection_key, selection_mode)
     # Under FSDP every rank writes its own shards of a checkpoint; otherwise rank 0 writes it whole.
     checkpointing = (world.main or sharded) and bool(cfg.save_every or cfg.early_stopping.patience)
-    stream = _micro_batches(objective, skip=done * micro_per_step)
+    groups = _step_groups(objective, micro_per_step, done, world)
     loop_started = time.perf_counter()
     with progress() as bar, log.closing_on_error() if log else nullcontext():
         task = bar.add_task("train", total=total_steps, completed=done, info="", visible=world.main)
         for step in range(done + 1, total_steps + 1):
-            group = [next(stream) for _ in range(micro_per_step)][world.rank :: world.size]
+            group = next(groups)
             record = {"step": step, **_optimizer_step(objective, model, group, params, optimizer, scheduler, cfg, world, where, sharded)}
             if not math.isfinite(record["train_loss"]):
                 raise _non_finite_loss(record, checkpoints)
@@ -218,6 +219,19 @@ def _optimizer_step(objective: Objective, model, group: list[dict], params: list
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return {**stats, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm, "tokens_per_s": tokens / (time.perf_counter() - tick)}
+
+
+def _step_groups(objective: Objective, micro_per_step: int, done: int, world):
+    """This rank's micro-batches for each optimizer step from `done + 1` on: a new group every
+    `objective.steps_per_group` steps (GRPO's iterations: one rollout serves several updates), else the
+    last group again; a run resumed inside such a cycle draws that cycle's group again."""
+    every = objective.steps_per_group
+    stream = _micro_batches(objective, skip=(done // every) * micro_per_step)
+    group = None
+    for step in itertools.count(done + 1):
+        if group is None or (step - 1) % every == 0:
+            group = [next(stream) for _ in range(micro_per_step)][world.rank :: world.size]
+        yield group
 
 
 def _micro_batches(objective: Objective, skip: int = 0):
