@@ -10,8 +10,9 @@ adapters into the base weights for the rollout and puts the base weights back bi
 (from a copy taken once), so the reference (adapters off) never drifts by merge/unmerge rounding.
 
 A group of answers to one prompt shares one prefill: the prompts are run once (all but their last token),
-their KV cache repeated `samples` times along the batch, and `generate` continues from it. The prompt is
-most of a rollout's tokens, so this cuts the rollout's compute by nearly the group size for the prefill part.
+their KV cache repeated `samples` times along the batch, and `generate` continues from it, so the prompt's
+compute is paid once per group instead of once per answer (1.2x on the ticket-triage rollouts of the embedded
+model, 8 answers to ~90-token prompts, where the decode steps take most of the time).
 """
 
 from __future__ import annotations
